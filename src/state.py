@@ -1,0 +1,162 @@
+"""Where the charm keeps what it must remember: Juju secrets and the peer relation.
+
+- the internal CA (cert + key) in an app secret, created by the leader;
+- the system users' passwords in an app secret, created by the leader;
+- each unit's node certificate in a secret owned by that unit.
+
+App secrets are readable by every unit of the app, but only the leader knows their IDs at
+creation, so the leader publishes them in the peer relation's app databag.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+
+import ops
+
+from tls import KeyPair, NodeCertificate
+
+logger = logging.getLogger(__name__)
+
+PEER_RELATION = "kurrentdb-peers"
+_CA_SECRET_KEY = "ca-secret-id"  # noqa: S105 - a databag key, not a secret
+_PASSWORDS_SECRET_KEY = "passwords-secret-id"  # noqa: S105 - a databag key
+_NODE_CERT_LABEL = "node-certificate"
+SYSTEM_USERS = ("admin", "ops")
+
+
+@dataclass(frozen=True)
+class SystemPasswords:
+    """The `admin` and `ops` passwords: the current ones and the ones KurrentDB started with.
+
+    KurrentDB only reads its initial passwords when it first creates the users; changing
+    them later would restart the node for nothing, so they stay fixed while `current`
+    follows rotations.
+    """
+
+    current: dict[str, str]
+    initial: dict[str, str]
+
+    def to_content(self) -> dict[str, str]:
+        """Secret content (keys must be lower-case words joined by dashes)."""
+        content = {f"{user}-password": pw for user, pw in self.current.items()}
+        content.update({f"{user}-initial-password": pw for user, pw in self.initial.items()})
+        return content
+
+    @classmethod
+    def from_content(cls, content: dict[str, str]) -> SystemPasswords:
+        """Read the secret's content."""
+        return cls(
+            current={user: content[f"{user}-password"] for user in SYSTEM_USERS},
+            initial={user: content[f"{user}-initial-password"] for user in SYSTEM_USERS},
+        )
+
+    def with_password(self, user: str, password: str) -> SystemPasswords:
+        """A copy in which `user`'s current password is `password`."""
+        return SystemPasswords(current={**self.current, user: password}, initial=self.initial)
+
+
+class CharmState:
+    """Typed access to the secrets and peer data the charm keeps."""
+
+    def __init__(self, model: ops.Model):
+        self._model = model
+
+    @property
+    def peer_relation(self) -> ops.Relation | None:
+        """The peer relation, once Juju has created it."""
+        return self._model.get_relation(PEER_RELATION)
+
+    # --- internal CA (app secret) ---------------------------------------------------------
+
+    def internal_ca(self) -> KeyPair | None:
+        """The internal CA, once the leader has created it."""
+        content = self._app_secret_content(_CA_SECRET_KEY)
+        if content is None:
+            return None
+        return KeyPair(certificate=content["certificate"], private_key=content["private-key"])
+
+    def save_internal_ca(self, ca: KeyPair) -> None:
+        """Store a new internal CA (leader only)."""
+        self._save_app_secret(
+            _CA_SECRET_KEY,
+            {"certificate": ca.certificate, "private-key": ca.private_key},
+            description="KurrentDB internal certificate authority",
+        )
+
+    # --- system users' passwords (app secret) ---------------------------------------------
+
+    def system_passwords(self) -> SystemPasswords | None:
+        """The system users' passwords, once the leader has generated them."""
+        content = self._app_secret_content(_PASSWORDS_SECRET_KEY)
+        return None if content is None else SystemPasswords.from_content(content)
+
+    def save_system_passwords(self, passwords: SystemPasswords) -> None:
+        """Store the system users' passwords (leader only)."""
+        self._save_app_secret(
+            _PASSWORDS_SECRET_KEY,
+            passwords.to_content(),
+            description="KurrentDB system users' passwords",
+        )
+
+    # --- this unit's node certificate (unit secret) ---------------------------------------
+
+    def node_certificate(self) -> NodeCertificate | None:
+        """This unit's node certificate, if it has one."""
+        try:
+            secret = self._model.get_secret(label=_NODE_CERT_LABEL)
+            content = secret.get_content(refresh=True)
+        except (ops.SecretNotFoundError, ops.ModelError):
+            return None
+        return NodeCertificate(
+            certificate=content["certificate"],
+            private_key=content["private-key"],
+            sans=tuple(content["sans"].split(",")),
+            ca_fingerprint=content["ca-fingerprint"],
+            not_after=datetime.datetime.fromisoformat(content["not-after"]),
+        )
+
+    def save_node_certificate(self, cert: NodeCertificate) -> None:
+        """Store this unit's node certificate."""
+        content = {
+            "certificate": cert.certificate,
+            "private-key": cert.private_key,
+            "sans": ",".join(cert.sans),
+            "ca-fingerprint": cert.ca_fingerprint,
+            "not-after": cert.not_after.isoformat(),
+        }
+        try:
+            self._model.get_secret(label=_NODE_CERT_LABEL).set_content(content)
+        except ops.SecretNotFoundError:
+            self._model.unit.add_secret(
+                content, label=_NODE_CERT_LABEL, description="KurrentDB node certificate"
+            )
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _app_secret_content(self, key: str) -> dict[str, str] | None:
+        relation = self.peer_relation
+        if relation is None:
+            return None
+        secret_id = relation.data[self._model.app].get(key)
+        if not secret_id:
+            return None
+        try:
+            return self._model.get_secret(id=secret_id).get_content(refresh=True)
+        except (ops.SecretNotFoundError, ops.ModelError) as e:
+            logger.warning("Cannot read the app secret %s: %s", key, type(e).__name__)
+            return None
+
+    def _save_app_secret(self, key: str, content: dict[str, str], description: str) -> None:
+        relation = self.peer_relation
+        if relation is None:
+            raise RuntimeError("the peer relation does not exist yet")
+        secret_id = relation.data[self._model.app].get(key)
+        if secret_id:
+            self._model.get_secret(id=secret_id).set_content(content)
+            return
+        secret = self._model.app.add_secret(content, description=description)
+        assert secret.id is not None
+        relation.data[self._model.app][key] = secret.id
