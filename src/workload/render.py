@@ -6,15 +6,19 @@ be tested by calling these functions.
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config import CharmConfig, Profile
 from tls import NODE_COMMON_NAME
 from workload import paths
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[2] / "templates"
 CLUSTER_DOMAIN = "cluster.local"
@@ -114,6 +118,11 @@ def kurrentdb_options(
 
 def render_config_file(options: Mapping[str, Any]) -> str:
     """Render `kurrentdb.conf` from the jinja2 template."""
+    return _template().render(**options)
+
+
+@functools.cache
+def _template() -> jinja2.Template:
     import jinja2  # loaded only when a config file is rendered
 
     env = jinja2.Environment(
@@ -124,7 +133,7 @@ def render_config_file(options: Mapping[str, Any]) -> str:
     )
     # JSON scalars, lists and maps are valid YAML flow values, quoted where needed.
     env.filters["yaml"] = json.dumps
-    return env.get_template("kurrentdb.conf.j2").render(**options)
+    return env.get_template("kurrentdb.conf.j2")
 
 
 def pebble_layer(initial_passwords: Mapping[str, str]) -> dict[str, Any]:
