@@ -46,18 +46,21 @@ def import_costs(runs: int) -> dict[str, float]:
 
 def update_status_ms(runs: int) -> tuple[float, float]:
     """Median and max of update-status on a running node whose KurrentDB answers."""
+    import conftest
+    from doubles.kurrentdb import KurrentDBDouble
     from ops import testing
 
-    import conftest
     import tls
     from charm import KurrentDBCharm
-    from doubles.kurrentdb import KurrentDBDouble
     from workload import paths
 
     ca = tls.generate_ca()
-    with tempfile.TemporaryDirectory() as tmp, KurrentDBDouble(
-        admin_password=conftest.ADMIN_PASSWORD, ops_password=conftest.OPS_PASSWORD, ca=ca
-    ) as kurrentdb:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        KurrentDBDouble(
+            admin_password=conftest.ADMIN_PASSWORD, ops_password=conftest.OPS_PASSWORD, ca=ca
+        ) as kurrentdb,
+    ):
         KurrentDBCharm.api_url = kurrentdb.url
         volumes = conftest.Volumes(etc=pathlib.Path(tmp, "etc"), data=pathlib.Path(tmp, "data"))
         volumes.etc.mkdir()
@@ -87,13 +90,17 @@ def main() -> None:
     bare = costs["bare interpreter"]
     ops_only = costs["import ops"] - bare
     charm_only = costs["import charm"] - bare
-    print(f"  charm / ops (interpreter start-up subtracted): {charm_only / ops_only:.2f}x"
-          "  (target <= 1.5x)")
-    print(f"  charm / ops (whole process):                   "
-          f"{costs['import charm'] / costs['import ops']:.2f}x")
+    print(
+        f"  charm / ops (interpreter start-up subtracted): {charm_only / ops_only:.2f}x"
+        "  (target <= 1.5x)"
+    )
+    print(
+        f"  charm / ops (whole process):                   "
+        f"{costs['import charm'] / costs['import ops']:.2f}x"
+    )
 
     median, worst = update_status_ms(args.runs * 2)
-    print(f"update-status under Scenario, running Leader node answering over TLS:")
+    print("update-status under Scenario, running Leader node answering over TLS:")
     print(f"  median {median:.1f} ms, max {worst:.1f} ms  (target: median <= 30 ms)")
 
 

@@ -252,12 +252,16 @@ class KurrentDBClient:
 
     def _get(self, path: str, parse: Callable[[Any], _T]) -> _T:
         status, raw = self._request("GET", path)
+        # A proxy's HTML page or some other server: say so here rather than fail later.
         try:
-            return parse(json.loads(raw))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            # A proxy's HTML page or another server: say so rather than fail later.
-            why = "not JSON" if isinstance(e, ValueError) else f"unexpected shape: {e!r}"
-            message = f"GET {path}: HTTP {status} with a body that is {why}"
+            body = json.loads(raw)
+        except ValueError:
+            message = f"GET {path}: HTTP {status} with a body that is not JSON"
+            raise KurrentDBAPIError(message, method="GET", path=path, status=status) from None
+        try:
+            return parse(body)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            message = f"GET {path}: HTTP {status} with JSON of an unexpected shape ({e!r})"
             raise KurrentDBAPIError(message, method="GET", path=path, status=status) from None
 
     def _request(
@@ -296,11 +300,14 @@ class KurrentDBClient:
         if 200 <= status < 300 or status in ok:
             return status, raw
         error = _ERROR_BY_STATUS.get(status, KurrentDBAPIError)
-        detail = raw[:200].decode(errors="replace").strip()
+        detail = raw[:4096].decode(errors="replace")
         for secret in (*self._secrets, *secrets):  # in case a server or proxy echoes the request
             detail = detail.replace(secret, "***") if secret else detail
+        detail = detail.strip()[:200]  # redact before cutting, so no partial secret is left
         message = f"{method} {path}: HTTP {status}" + (f": {detail}" if detail else "")
-        if error is KurrentDBAuthError:
+        if error is KurrentDBAuthError and self.username is None:
+            message += " (no credentials given)"
+        elif error is KurrentDBAuthError:
             message += f" (user {self.username!r} was rejected or lacks the required group)"
         raise error(message, method=method, path=path, status=status)
 
@@ -310,7 +317,7 @@ def _why_unreachable(e: Exception, timeout: float) -> tuple[str, str]:
     if isinstance(e, ssl.SSLCertVerificationError):
         return "tls", f"TLS verification failed ({e.verify_message})"
     if isinstance(e, ssl.SSLError):
-        return "tls", f"TLS handshake failed ({e.reason})"
+        return "tls", f"TLS handshake failed ({e.reason or e})"
     if isinstance(e, TimeoutError):
         return "timeout", f"timed out after {timeout}s"
     if isinstance(e, ConnectionRefusedError):

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The project's test command: `bash scripts/run-tests.sh` (CI runs it through .ci/run).
+#
+# Installs everything the tests need from the project's own files (uv.lock, the pinned
+# charmcraft below), then runs lint, type checks and the unit tests, stopping at the first
+# failure. Idempotent: on a warm machine the setup steps take well under a second.
+# Works as root or not, on a machine with only pyenv Pythons and pip.
+# Integration tests (tests/integration) need Juju + Kubernetes and are not run here.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+TOOLS="$ROOT/.tools"              # gitignored, per checkout
+CHARMCRAFT_VERSION=4.5.0
+exec </dev/null                   # CI has no stdin: no tool may wait for input
+unset VIRTUAL_ENV                 # an activated venv would only make uv warn
+export UV_PYTHON_DOWNLOADS=never  # uv cannot download interpreters here; we pass one
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+# ---- step runner: timings per step, and the failed step named on exit ------------------
+TIMINGS=()
+CURRENT=""
+STEP_T0=0
+now_us() { local t=${EPOCHREALTIME:-$(date +%s).000000}; NOW=${t/[.,]/}; }
+record() {  # append "<step> <seconds>" for the current step
+  now_us
+  local us=$((NOW - STEP_T0))
+  TIMINGS+=("$(printf '  %-18s %4d.%01ds' "$CURRENT" $((us / 1000000)) $((us % 1000000 / 100000)))")
+}
+step() {  # step NAME CMD...: run CMD in this shell (so it can set variables), timed
+  CURRENT=$1
+  shift
+  echo "==> $CURRENT"
+  now_us
+  STEP_T0=$NOW
+  "$@"
+  record
+  CURRENT=""
+}
+on_exit() {
+  local rc=$?
+  [[ -z $CURRENT ]] || record
+  echo "==> timings"
+  printf '%s\n' "${TIMINGS[@]}"
+  if [[ -n $CURRENT ]]; then echo "FAILED: $CURRENT (exit $rc)"; else echo "All steps passed."; fi
+}
+trap on_exit EXIT
+
+# ---- setup steps ---------------------------------------------------------------------------
+pick_python() {  # PY: pyenv's highest 3.12 (the charm's ubuntu@24.04 Python), else any >= 3.10
+  local root c candidates=()
+  root=${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "${HOME:-}/.pyenv")}
+  mapfile -t candidates < <(
+    printf '%s\n' "$root"/versions/3.12.*/bin/python | sort -rV
+    echo python3.12
+    printf '%s\n' "$root"/versions/3.1[0-9]*/bin/python | sort -rV
+    printf '%s\n' python3.13 python3.11 python3.10 python3
+  )
+  for c in "${candidates[@]}"; do
+    # Runs it rather than testing -x: pyenv shims exist even for versions not selected.
+    if "$c" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+      PY=$("$c" -c 'import sys; print(sys.executable)')
+      echo "$PY ($("$PY" --version))"
+      return
+    fi
+  done
+  echo "No Python >= 3.10 found: install 3.12 with pyenv." >&2
+  return 1
+}
+
+ensure_uv() {  # uv on PATH; else pip-install it for this user (or, failing that, into .tools)
+  if ! command uv --version >/dev/null 2>&1; then
+    PATH="$("$PY" -m site --user-base)/bin:$TOOLS/uv/bin:$PATH"
+    if ! command uv --version >/dev/null 2>&1; then
+      # --user fails on a PEP 668 "externally managed" Python or a read-only HOME.
+      "$PY" -m pip install --user --quiet uv || {
+        echo "pip --user refused (see above): installing uv into $TOOLS/uv instead"
+        "$PY" -m venv "$TOOLS/uv" && "$TOOLS/uv/bin/pip" install --quiet uv
+      }
+    fi
+  fi
+  UV=$(type -P uv)
+  # A pyenv shim costs 0.1 s per call: call the binary behind it.
+  if [[ $UV == */shims/uv ]]; then UV=$(pyenv which uv 2>/dev/null) || UV=$(type -P uv); fi
+  uv --version
+}
+uv() { "${UV:?ensure_uv first}" "$@"; }
+
+ensure_charmcraft() {  # its own venv: its dependencies conflict with the charm's
+  local venv="$TOOLS/charmcraft"
+  local stamp="$venv/.installed-$CHARMCRAFT_VERSION"  # written last: a cut install redoes
+  mkdir -p "$TOOLS"
+  if command -v flock >/dev/null; then  # parallel runs in one checkout must not both build it
+    exec 9>"$TOOLS/.lock"
+    flock 9
+  fi
+  if [[ ! -f $stamp || ! -x $venv/bin/python ]]; then
+    rm -rf "$venv"
+    uv venv --quiet --python "$PY" "$venv"
+    uv pip install --quiet --compile-bytecode --python "$venv/bin/python" \
+      "charmcraft==$CHARMCRAFT_VERSION"
+    touch "$stamp"
+  fi
+  exec 9>&-
+  export CHARMCRAFT_PYTHON="$venv/bin/python"  # for tests/unit/test_charmcraft_schema.py
+  echo "charmcraft $CHARMCRAFT_VERSION: $CHARMCRAFT_PYTHON"
+}
+
+# HOOK: system packages the tests need. Later issues install them here, e.g.
+#   apt-get install -y --no-install-recommends prometheus   (promtool, for alert rules)
+#   an S3 server (radosgw, or moto from uv.lock) for the backup tests
+# Keep it idempotent and cheap when already installed (check before apt-get; sudo if not root).
+install_system_deps() {
+  :
+}
+
+run() { uv run --no-sync "$@"; }  # tools from the project venv made by `uv sync`
+
+step "python" pick_python
+step "uv" ensure_uv
+step "uv sync" uv sync --frozen --python "$PY"
+step "charmcraft" ensure_charmcraft
+step "system deps" install_system_deps
+# .tools is gitignored, but ruff only honours .gitignore inside a git work tree (CI may not be).
+step "ruff check" run ruff check --extend-exclude .tools
+step "ruff format" run ruff format --check --extend-exclude .tools
+step "mypy" run mypy
+step "unit tests" run coverage run -m pytest tests/unit -q
+step "coverage report" run coverage report

@@ -1,0 +1,1 @@
+"""Test doubles of the workloads the charm talks to (see each module)."""
