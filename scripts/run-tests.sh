@@ -125,5 +125,5 @@ step "system deps" install_system_deps
 step "ruff check" run ruff check --extend-exclude .tools
 step "ruff format" run ruff format --check --extend-exclude .tools
 step "mypy" run mypy
-step "unit tests" run coverage run -m pytest tests/unit -q
+step "unit tests" run coverage run -m pytest tests/unit tests/sim -q
 step "coverage report" run coverage report

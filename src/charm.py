@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING
 
 import ops
 
+import cluster
 import credentials
+from cluster_status import app_status, cluster_rows, unit_waiting_status
 from config import CharmConfig, ConfigError, parse_config
 from node import Node, NodeHealth
 from security import Security
 from state import PEER_RELATION, SYSTEM_USERS, CharmState
 from workload import paths
 from workload.kurrentdb import KurrentDBWorkload, WorkloadUserMissingError
-from workload.render import NodeIdentity
+from workload.render import ClusterView, NodeIdentity
 
 if TYPE_CHECKING:
     from kurrentdb_api import KurrentDBClient
@@ -37,13 +39,19 @@ class KurrentDBCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
-        self._stored.set_default(last_good_config=None)
+        self._stored.set_default(last_good_config=None, pod_role_label=None)
         self.state = CharmState(self.model)
         self.security = Security(self.model, self.state)
         self.node = Node(KurrentDBWorkload(self.unit.get_container(paths.CONTAINER)), self._stored)
+        self.identity = NodeIdentity(
+            app=self.app.name,
+            unit_number=cluster.unit_number(self.unit.name),
+            model=self.model.name,
+        )
         # Problems found while reconciling, shown by the status path in the same hook.
         self._problems: list[ops.StatusBase] = []
         self._health: NodeHealth | None = None
+        self._settings = ""
 
         container = self.on[paths.CONTAINER]
         peers = self.on[PEER_RELATION]
@@ -58,33 +66,64 @@ class KurrentDBCharm(ops.CharmBase):
             container.pebble_check_failed,
             container.pebble_check_recovered,
             peers.relation_created,
+            peers.relation_joined,
             peers.relation_changed,
+            peers.relation_departed,
         ):
             framework.observe(event, self._reconcile)
+        # Leaving (scale-down, pod deletion): hand leadership over before the node goes.
+        framework.observe(self.on.data_storage_detaching, self._on_leaving)
+        framework.observe(self.on.stop, self._on_leaving)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
+        framework.observe(self.on.collect_app_status, self._on_collect_app_status)
         framework.observe(self.on.get_password_action, self._on_get_password_action)
+        framework.observe(self.on.get_cluster_status_action, self._on_get_cluster_status_action)
 
     # --- reconcile ------------------------------------------------------------------------
 
-    def _reconcile(self, _: ops.EventBase) -> None:
+    def _reconcile(self, event: ops.EventBase) -> None:
+        if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit == self.unit:
+            self._on_leaving(event)
+            return
         config = self._effective_config()
-        if config is None:
+        if config is None or self.state.peer_relation is None:
             return
         chosen = self._chosen_passwords(config)
         self.security.ensure_app_material(chosen or {})
+        self._publish_address()
+        if self.unit.is_leader():
+            self._schedule()
         ca, passwords = self.state.internal_ca(), self.state.system_passwords()
-        if ca is None or passwords is None or not self.node.workload.can_connect():
+        view = self._cluster_view()
+        if ca is None or passwords is None or view is None or not self.node.workload.can_connect():
             return  # the status path says what is missing
-        identity = self._identity()
-        certificate = self.security.node_certificate(ca, identity)
+        certificate = self.security.node_certificate(ca, self.identity)
+        plan, report = self.state.cluster_plan(), self.state.own_report()
+        self._settings = cluster.settings_fingerprint(config.to_stored(), plan.members)
+        may_start = report.started or self.unit.name in plan.fresh_allowed
         try:
-            self.node.configure(config, identity, ca, certificate, passwords)
+            was_running = self.node.workload.is_running()
+            self.node.configure(
+                config, self.identity, ca, certificate, passwords, view, may_start=may_start
+            )
+            if not was_running and self.node.workload.is_running():
+                # A (re)started process runs the current membership.
+                self._report(started=True, running_members=plan.members, restart_wanted=False)
+            self._report_health()
+            if self.unit.is_leader():
+                self._schedule()  # react to this unit's own report at once
+            plan = self.state.cluster_plan()
+            if self.node.restart_pending and plan.restart_grant == self.unit.name:
+                self._restart_in_turn(plan.members)
+                self._report_health()
+                if self.unit.is_leader():
+                    self._schedule()  # release the grant if this node is back in sync
         except WorkloadUserMissingError as e:
             self._problems.append(ops.BlockedStatus(str(e)))
             return
         except (ops.pebble.ExecError, ops.pebble.ChangeError, ops.pebble.APIError) as e:
             logger.error("Configuring KurrentDB failed: %s", e)
-            self._problems.append(ops.WaitingStatus("configuring KurrentDB failed; will retry"))
+            self._problems.append(ops.MaintenanceStatus("configuring KurrentDB failed; will retry"))
             return
         self.unit.set_ports(paths.HTTP_PORT)
         if self.unit.is_leader() and chosen and self.security.rotation_pending(passwords, chosen):
@@ -128,6 +167,86 @@ class KurrentDBCharm(ops.CharmBase):
                 ops.WaitingStatus("password rotation pending until KurrentDB answers")
             )
 
+    # --- cluster --------------------------------------------------------------------------
+
+    def _publish_address(self) -> None:
+        report = self.state.own_report()
+        if report.address != self.identity.pod_fqdn:
+            self._report(address=self.identity.pod_fqdn)
+
+    def _schedule(self) -> None:
+        """Leader: membership, which new units may start, which unit restarts next."""
+        current = self.state.cluster_plan()
+        new = cluster.plan(current, self.state.unit_reports(), self.app.planned_units())
+        if new != current:
+            logger.info(
+                "Cluster plan: members %s, may start %s, restart grant %s",
+                ", ".join(new.members),
+                ", ".join(new.fresh_allowed) or "-",
+                new.restart_grant,
+            )
+            self.state.save_cluster_plan(new)
+
+    def _cluster_view(self) -> ClusterView | None:
+        """The membership to render, None until the leader has made this unit a member."""
+        members = self.state.cluster_plan().members
+        if self.unit.name not in members:
+            return None
+        peers = [self._identity_of(u).pod_fqdn for u in members if u != self.unit.name]
+        return ClusterView(size=len(members), peer_fqdns=tuple(peers))
+
+    def _restart_in_turn(self, members: tuple[str, ...]) -> None:
+        """This unit holds the restart grant: hand leadership over, restart, wait until back."""
+        role = self._node_health().role
+        leading = role in cluster.LEADING_ROLES and len(self.state.own_report().running_members) > 1
+        if leading and not self.node.resign_and_wait(
+            self._admin_client_now(),
+            self.identity.pod_fqdn,
+            already_resigning=role == "ResigningLeader",
+        ):
+            return  # keep the grant; a later hook checks for the new leader again
+        logger.info("Restarting KurrentDB into a %d-node cluster", len(members))
+        self.node.restart()
+        self._report(running_members=members, restart_wanted=False, role=None, caught_up=False)
+        self._health = self.node.wait_until_serving(self._probe)
+
+    def _report_health(self) -> None:
+        health = self._node_health()
+        report = self.state.own_report()
+        self._report(
+            role=health.role,
+            caught_up=health.caught_up,
+            has_data=report.has_data or (health.serving and health.caught_up),
+            restart_wanted=self.node.restart_pending,
+            settings=self._settings,
+        )
+        self._label_pod(health.role)
+
+    def _report(self, **changes: object) -> None:
+        import dataclasses
+
+        report = dataclasses.replace(self.state.own_report(), **changes)  # type: ignore[arg-type]
+        self.state.save_own_report(report)
+
+    def _label_pod(self, role: str | None) -> None:
+        """Show the node's role where Kubernetes users look: a label on the pod."""
+        if role is None or role == self._stored.pod_role_label:
+            return
+        import kubernetes
+
+        # Remembered even when the patch fails, so a missing permission costs one API call
+        # per role change rather than one per hook.
+        kubernetes.label_pod(self.identity.pod_name, self.model.name, role)
+        self._stored.pod_role_label = role
+
+    def _on_leaving(self, event: ops.EventBase) -> None:
+        """Before this node goes away, make sure it is not the leader."""
+        if not self.node.workload.can_connect() or not self.node.workload.is_running():
+            return
+        if self._node_health().role == "Leader" and len(self.state.cluster_plan().members) > 1:
+            logger.info("Handing KurrentDB leadership over before leaving")
+            self.node.resign_and_wait(self._admin_client_now(), self.identity.pod_fqdn)
+
     # --- status ---------------------------------------------------------------------------
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
@@ -142,6 +261,12 @@ class KurrentDBCharm(ops.CharmBase):
         if not self.node.workload.can_connect():
             event.add_status(ops.WaitingStatus("waiting for Pebble in the kurrentdb container"))
             return
+        plan, report = self.state.cluster_plan(), self.state.own_report()
+        waiting = unit_waiting_status(self.unit.name, plan, report, self.node.restart_pending)
+        if waiting is not None:
+            event.add_status(waiting)
+            if not self.node.workload.is_running():
+                return
         if not self.node.workload.is_running():
             event.add_status(ops.WaitingStatus("KurrentDB is not running yet"))
             return
@@ -155,10 +280,18 @@ class KurrentDBCharm(ops.CharmBase):
         else:
             event.add_status(ops.WaitingStatus(f"KurrentDB node is {health.info.state}"))
 
+    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
+        if self.unit.is_leader() and self.state.peer_relation is not None:
+            event.add_status(app_status(self.state.cluster_plan(), self.state.unit_reports()))
+
     def _node_health(self) -> NodeHealth:
         if self._health is None:
-            self._health = self.node.health(self._anonymous_client())
+            self._health = self._probe()
         return self._health
+
+    def _probe(self) -> NodeHealth:
+        clustered = len(self.state.cluster_plan().members) > 1
+        return self.node.health(self._anonymous_client(), self.identity.pod_fqdn, clustered)
 
     # --- actions --------------------------------------------------------------------------
 
@@ -173,13 +306,23 @@ class KurrentDBCharm(ops.CharmBase):
             return
         event.set_results({"username": username, "password": passwords.current[username]})
 
+    def _on_get_cluster_status_action(self, event: ops.ActionEvent) -> None:
+        from kurrentdb_api import KurrentDBError
+
+        try:
+            gossip = self._anonymous_client().gossip()
+        except KurrentDBError as e:
+            event.fail(f"this unit's KurrentDB did not answer ({e}); run it on another unit")
+            return
+        units = {self._identity_of(u).pod_fqdn: u for u in self.state.unit_reports()}
+        rows, table = cluster_rows(gossip, units)
+        event.set_results({"nodes": rows, "table": table})
+
     # --- helpers --------------------------------------------------------------------------
 
-    def _identity(self) -> NodeIdentity:
+    def _identity_of(self, unit: str) -> NodeIdentity:
         return NodeIdentity(
-            app=self.app.name,
-            unit_number=int(self.unit.name.split("/")[1]),
-            model=self.model.name,
+            app=self.app.name, unit_number=cluster.unit_number(unit), model=self.model.name
         )
 
     def _anonymous_client(self) -> KurrentDBClient:
@@ -187,6 +330,10 @@ class KurrentDBCharm(ops.CharmBase):
 
         ca = self.state.internal_ca()
         return KurrentDBClient(self.api_url, ca_pem=ca.certificate if ca else None, timeout=3.0)
+
+    def _admin_client_now(self) -> KurrentDBClient:
+        passwords = self.state.system_passwords()
+        return self._admin_client(passwords.current["admin"] if passwords else "")
 
     def _admin_client(self, admin_password: str) -> KurrentDBClient:
         from kurrentdb_api import KurrentDBClient

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import ops
 
+import cluster
 from config import CharmConfig
 from state import SystemPasswords
 from tls import KeyPair, NodeCertificate
@@ -15,25 +17,36 @@ from workload import render
 from workload.kurrentdb import Change, DesiredFiles, KurrentDBWorkload
 
 if TYPE_CHECKING:
-    from kurrentdb_api import KurrentDBClient, NodeInfo
+    from collections.abc import Callable
+
+    from kurrentdb_api import ClusterGossip, KurrentDBClient, NodeInfo
 
 logger = logging.getLogger(__name__)
 
-# Node states in which the node serves its role in the cluster.
-SERVING_STATES = frozenset({"Leader", "Follower", "ReadOnlyReplica"})
+# How long a hook waits, after restarting the node, for it to be back in sync (so the next
+# node can go), and for a new leader after a resign. Past that, later hooks check again.
+SETTLE_TIMEOUT = 180.0
+POLL_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
 class NodeHealth:
-    """What the node said about itself (or why it could not say)."""
+    """What the node said about itself and its cluster (or why it could not say)."""
 
     info: NodeInfo | None = None
+    gossip: ClusterGossip | None = None
     problem: str | None = None
+    caught_up: bool = False
+
+    @property
+    def role(self) -> str | None:
+        """The node's state (Leader, Follower, ...), None when it did not answer."""
+        return self.info.state if self.info else None
 
     @property
     def serving(self) -> bool:
-        """Whether the node is up and in a serving role."""
-        return self.info is not None and self.info.state in SERVING_STATES
+        """Whether the node is up in a serving role."""
+        return self.role in cluster.SERVING_ROLES
 
 
 class Node:
@@ -58,11 +71,17 @@ class Node:
         ca: KeyPair,
         certificate: NodeCertificate,
         passwords: SystemPasswords,
-        cluster: render.ClusterView | None = None,
+        view: render.ClusterView,
+        *,
+        may_start: bool,
     ) -> Change:
-        """Push files and layer; start, reload or restart KurrentDB as the change needs."""
+        """Push files and layer; start a stopped node (if `may_start`) or reload it.
+
+        A running node that needs a restart is only marked `restart_pending`: restarts are
+        scheduled cluster-wide, see `restart`.
+        """
         self.workload.ensure_data_ownership()
-        options = render.kurrentdb_options(config, identity, cluster)
+        options = render.kurrentdb_options(config, identity, view)
         files = DesiredFiles(
             config=render.render_config_file(options),
             node_certificate=certificate.certificate,
@@ -76,20 +95,87 @@ class Node:
         if change == Change.RESTART:
             self._stored.restart_pending = True
         if not self.workload.is_running():
-            self.workload.start()
-            self._stored.restart_pending = False
-        elif self.restart_pending:
-            self.workload.restart()
-            self._stored.restart_pending = False
+            if may_start:
+                # A stopped node starts with the current files: nothing to roll.
+                self.workload.start()
+                self._stored.restart_pending = False
         elif change == Change.RELOAD:
             self.workload.reload()
         return change
 
-    def health(self, client: KurrentDBClient) -> NodeHealth:
-        """Ask the node for its state and version; never raises."""
+    def restart(self) -> None:
+        """Restart now (the caller holds the cluster's restart grant)."""
+        self.workload.restart()
+        self._stored.restart_pending = False
+
+    def health(self, client: KurrentDBClient, own_host: str, clustered: bool) -> NodeHealth:
+        """Ask the node for its state, version and lag; never raises."""
         from kurrentdb_api import KurrentDBError
 
         try:
-            return NodeHealth(info=client.info())
+            info = client.info()
+            gossip = client.gossip() if clustered else None
         except KurrentDBError as e:
             return NodeHealth(problem=str(e))
+        if gossip is None:
+            return NodeHealth(info=info, caught_up=info.state in cluster.SERVING_ROLES)
+        return NodeHealth(info=info, gossip=gossip, caught_up=_caught_up(info, gossip, own_host))
+
+    def resign_and_wait(
+        self, client: KurrentDBClient, own_host: str, *, already_resigning: bool = False
+    ) -> bool:
+        """Hand leadership over; True once another node leads."""
+        from kurrentdb_api import KurrentDBError
+
+        if not already_resigning:
+            try:
+                client.resign_node()
+            except KurrentDBError as e:
+                logger.warning("Resigning leadership failed: %s", e)
+                return False
+
+        def new_leader() -> bool:
+            gossip = client.gossip()
+            return gossip.leader is not None and gossip.leader.http_host != own_host
+
+        return wait_for(new_leader, "another node to become leader")
+
+    def wait_until_serving(self, probe: Callable[[], NodeHealth]) -> NodeHealth:
+        """After a restart: wait (bounded) until the node is back and caught up."""
+        last: list[NodeHealth] = []
+
+        def back() -> bool:
+            last[:] = [probe()]
+            return last[0].serving and last[0].caught_up
+
+        wait_for(back, "the restarted node to be back in sync")
+        return last[-1] if last else probe()
+
+
+def _caught_up(info: NodeInfo, gossip: ClusterGossip, own_host: str) -> bool:
+    if info.state == "Leader":
+        return True
+    leader = gossip.leader
+    me = next((m for m in gossip.members if m.http_host == own_host), None)
+    if leader is None or me is None or info.state not in cluster.SERVING_ROLES:
+        return False
+    return (
+        cluster.lag_bytes(leader.writer_checkpoint, me.writer_checkpoint) <= cluster.CATCH_UP_BYTES
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> bool:
+    """Poll `condition` until it holds or SETTLE_TIMEOUT passes; errors count as 'not yet'."""
+    from kurrentdb_api import KurrentDBError
+
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        try:
+            if condition():
+                return True
+        except KurrentDBError:
+            pass
+        if time.monotonic() >= deadline:
+            logger.info("Still waiting for %s; a later hook will check again", what)
+            return False
+        time.sleep(POLL_INTERVAL)

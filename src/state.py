@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import ops
 
+from cluster import ClusterPlan, UnitReport
 from tls import KeyPair, NodeCertificate
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,53 @@ class CharmState:
             self._model.unit.add_secret(
                 content, label=_NODE_CERT_LABEL, description="KurrentDB node certificate"
             )
+
+    # --- cluster: each unit's report, the leader's plan ------------------------------------
+
+    def unit_reports(self) -> dict[str, UnitReport]:
+        """Every present unit's report, this unit's included."""
+        relation = self.peer_relation
+        if relation is None:
+            return {}
+        reports = {
+            unit.name: UnitReport.from_databag(relation.data[unit]) for unit in relation.units
+        }
+        reports[self._model.unit.name] = self.own_report()
+        return reports
+
+    def own_report(self) -> UnitReport:
+        """What this unit last reported."""
+        relation = self.peer_relation
+        if relation is None:
+            return UnitReport()
+        return UnitReport.from_databag(relation.data[self._model.unit])
+
+    def save_own_report(self, report: UnitReport) -> None:
+        """Publish this unit's report (only the keys that changed are written)."""
+        relation = self.peer_relation
+        if relation is None:
+            return
+        databag = relation.data[self._model.unit]
+        for key, value in report.to_databag().items():
+            if databag.get(key, "") != value:
+                databag[key] = value
+
+    def cluster_plan(self) -> ClusterPlan:
+        """The leader's current plan (empty before the leader wrote one)."""
+        relation = self.peer_relation
+        if relation is None:
+            return ClusterPlan()
+        return ClusterPlan.from_databag(relation.data[self._model.app])
+
+    def save_cluster_plan(self, plan: ClusterPlan) -> None:
+        """Publish the plan (leader only; only changed keys are written)."""
+        relation = self.peer_relation
+        if relation is None:
+            return
+        databag = relation.data[self._model.app]
+        for key, value in plan.to_databag().items():
+            if databag.get(key, "") != value:
+                databag[key] = value
 
     # --- helpers --------------------------------------------------------------------------
 

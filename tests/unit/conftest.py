@@ -22,6 +22,24 @@ OPS_PASSWORD = "ops-Secret-0002"
 MODEL = "prod"
 
 
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hooks poll KurrentDB for a while after a restart; in tests, one look is enough."""
+    import node
+
+    monkeypatch.setattr(node, "SETTLE_TIMEOUT", 0.0)
+
+
+@pytest.fixture(autouse=True)
+def pod_labels(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """The role labels the charm put on pods (no Kubernetes API here)."""
+    import kubernetes
+
+    calls: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(kubernetes, "label_pod", lambda *args: calls.append(args) or True)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def internal_ca() -> tls.KeyPair:
     """One CA for the whole run: RSA key generation is the slow part of these tests."""

@@ -1,0 +1,217 @@
+"""Cluster membership and the rolling-restart schedule (pure decisions, no Juju calls).
+
+KurrentDB's cluster size is fixed in each node's configuration, so every size change means
+reconfiguring and restarting every node. The Juju leader is the one scheduler: it decides
+the membership (all units present, in unit order), which new units may start, and which
+single unit may restart next. Units report back through the peer relation what they run
+and how their node is doing. The rules, and why:
+
+- Never two voting nodes down at once: a restart is granted only while every other data
+  node reports a serving role, and one grant is out at a time.
+- Followers first, the KurrentDB leader last: the leader resigns first, so the cluster
+  elects a new leader once instead of losing it unannounced.
+- A new (empty) node must never be part of a quorum of empty nodes: if empty nodes alone
+  could elect a leader they would win over nodes holding data that are restarting, and
+  the data nodes would truncate acknowledged events. So while a cluster holds data, at most
+  quorum-1 empty nodes may run; more start as earlier ones catch up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+SERVING_ROLES = frozenset({"Leader", "Follower", "ReadOnlyReplica"})
+LEADING_ROLES = frozenset({"Leader", "ResigningLeader"})
+# A follower whose writer checkpoint is within this many bytes of the leader's is caught up:
+# the cluster keeps writing, so "zero lag" would rarely be seen.
+CATCH_UP_BYTES = 4 * 2**20
+
+
+def quorum(size: int) -> int:
+    """KurrentDB's quorum: a majority of the configured cluster size."""
+    return 1 if size <= 1 else size // 2 + 1
+
+
+def unit_number(unit: str) -> int:
+    """`kurrentdb/3` → 3."""
+    return int(unit.rsplit("/", 1)[1])
+
+
+def by_number(units: Iterable[str]) -> list[str]:
+    """Units in unit-number order (not string order: kurrentdb/10 after kurrentdb/9)."""
+    return sorted(units, key=unit_number)
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    """What a unit says about its node in its peer databag."""
+
+    address: str | None = None
+    started: bool = False  # KurrentDB has been started here at least once
+    has_data: bool = False  # the node has been in sync with the cluster at least once
+    running_members: tuple[str, ...] = ()  # the membership its process was started with
+    restart_wanted: bool = False  # its files changed in a way that needs a restart
+    role: str | None = None  # the node's state, e.g. Leader, Follower, CatchingUp
+    caught_up: bool = False
+    settings: str = ""  # fingerprint of the config and membership this unit has processed
+
+    @property
+    def serving(self) -> bool:
+        """Whether the node is up in a serving role and caught up."""
+        return self.role in SERVING_ROLES and self.caught_up
+
+    def to_databag(self) -> dict[str, str]:
+        """The unit databag form (strings only)."""
+        return {
+            "address": self.address or "",
+            "started": "true" if self.started else "",
+            "has-data": "true" if self.has_data else "",
+            "running-members": json.dumps(list(self.running_members)),
+            "restart-wanted": "true" if self.restart_wanted else "",
+            "role": self.role or "",
+            "caught-up": "true" if self.caught_up else "",
+            "settings": self.settings,
+        }
+
+    @classmethod
+    def from_databag(cls, data: Mapping[str, str]) -> UnitReport:
+        """Read a unit databag written by `to_databag` (missing keys mean 'not yet')."""
+        try:
+            running = tuple(json.loads(data.get("running-members") or "[]"))
+        except ValueError:
+            running = ()
+        return cls(
+            address=data.get("address") or None,
+            started=data.get("started") == "true",
+            has_data=data.get("has-data") == "true",
+            running_members=running,
+            restart_wanted=data.get("restart-wanted") == "true",
+            role=data.get("role") or None,
+            caught_up=data.get("caught-up") == "true",
+            settings=data.get("settings", ""),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """The leader's decisions, kept in the peer app databag."""
+
+    members: tuple[str, ...] = ()
+    fresh_allowed: tuple[str, ...] = ()
+    restart_grant: str | None = None
+
+    def to_databag(self) -> dict[str, str]:
+        """The app databag form."""
+        return {
+            "members": json.dumps(list(self.members)),
+            "fresh-allowed": json.dumps(list(self.fresh_allowed)),
+            "restart-grant": self.restart_grant or "",
+        }
+
+    @classmethod
+    def from_databag(cls, data: Mapping[str, str]) -> ClusterPlan:
+        """Read the app databag written by `to_databag`."""
+
+        def units(key: str) -> tuple[str, ...]:
+            try:
+                return tuple(json.loads(data.get(key) or "[]"))
+            except ValueError:
+                return ()
+
+        return cls(
+            members=units("members"),
+            fresh_allowed=units("fresh-allowed"),
+            restart_grant=data.get("restart-grant") or None,
+        )
+
+
+def plan(
+    current: ClusterPlan, reports: Mapping[str, UnitReport], planned_units: int
+) -> ClusterPlan:
+    """The leader's next decisions from every present unit's report (its own included).
+
+    ``reports`` holds only units that are still in the relation: departed units have
+    already left. The membership changes only once every unit Juju plans to have is
+    present (``planned_units``), so `juju add-unit -n 2` is one resize, not two, and a new
+    deployment starts every node once, at its final size.
+    """
+    present = by_number(unit for unit, report in reports.items() if report.address)
+    # While units come or go, keep the membership: departed members are harmless seeds,
+    # and reconfiguring for an intermediate size would cost every node a restart.
+    members = tuple(present) if len(present) == planned_units else current.members
+    return ClusterPlan(
+        members=members,
+        fresh_allowed=_fresh_allowed(members, reports),
+        restart_grant=_restart_grant(current.restart_grant, members, reports),
+    )
+
+
+def _fresh_allowed(members: Sequence[str], reports: Mapping[str, UnitReport]) -> tuple[str, ...]:
+    present = [u for u in members if u in reports]
+    fresh = [u for u in present if not reports[u].started]
+    if not any(reports[u].has_data for u in present):
+        return tuple(fresh)  # a brand-new cluster: nothing to lose, start everyone at once
+    # Started nodes that have never been in sync hold no data yet: they count as empty.
+    empty_running = [u for u in present if reports[u].started and not reports[u].has_data]
+    budget = max(0, quorum(len(members)) - 1 - len(empty_running))
+    return tuple(fresh[:budget])
+
+
+def _restart_grant(
+    current: str | None, members: Sequence[str], reports: Mapping[str, UnitReport]
+) -> str | None:
+    if current is not None and current in reports and not _restart_done(current, members, reports):
+        return current  # one restart at a time, until that node is back and caught up
+    # Nodes that will need a restart: those that asked, and those whose process runs another
+    # membership but have not seen the new one yet (so the leader is not granted first
+    # merely because it asked first).
+    pending = [
+        u
+        for u in members
+        if u in reports
+        and reports[u].started
+        and (reports[u].restart_wanted or tuple(reports[u].running_members) != tuple(members))
+    ]
+    if not pending:
+        return None
+    # Followers first; the KurrentDB leader restarts last, after it resigns.
+    pending.sort(key=lambda u: (reports[u].role in LEADING_ROLES, unit_number(u)))
+    candidate = pending[0]
+    if not reports[candidate].restart_wanted:
+        return None  # it has not written its new files yet: wait for it, keep the order
+    started = [u for u in members if u != candidate and u in reports and reports[u].started]
+    if reports[candidate].role in LEADING_ROLES and any(
+        reports[u].settings != reports[candidate].settings for u in started
+    ):
+        return None  # the others have not all seen the change yet: they go first
+    # Never take a node down while another node holding data is not serving. Nodes that
+    # never synced do not count: they may be waiting for exactly this restart to join.
+    others = [u for u in members if u != candidate and u in reports and reports[u].has_data]
+    if all(reports[u].serving for u in others):
+        return candidate
+    return None
+
+
+def _restart_done(unit: str, members: Sequence[str], reports: Mapping[str, UnitReport]) -> bool:
+    if unit not in members:
+        return True
+    report = reports[unit]
+    return (
+        not report.restart_wanted
+        and tuple(report.running_members) == tuple(members)
+        and report.serving
+    )
+
+
+def settings_fingerprint(config: Mapping[str, object], members: Sequence[str]) -> str:
+    """A short fingerprint of what every node must agree on: charm config and membership."""
+    text = json.dumps([config, list(members)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def lag_bytes(leader_writer: int, member_writer: int) -> int:
+    """How far a member's log is behind the leader's."""
+    return max(0, leader_writer - member_writer)

@@ -1,0 +1,1 @@
+"""Simulation of a KurrentDB cluster that several charm units run against."""

@@ -1,0 +1,31 @@
+"""Fixtures for multi-unit simulations."""
+
+from __future__ import annotations
+
+import pytest
+
+import tls
+from sim.harness import ADMIN_PASSWORD, OPS_PASSWORD, Simulation
+from sim.kurrentdb_cluster import SimCluster
+
+
+@pytest.fixture(scope="session")
+def bootstrap_ca() -> tls.KeyPair:
+    """The doubles' certificates until the charm's leader has made its own CA."""
+    return tls.generate_ca()
+
+
+@pytest.fixture
+def sim(tmp_path, monkeypatch, bootstrap_ca):
+    with SimCluster(
+        ca=bootstrap_ca, admin_password=ADMIN_PASSWORD, ops_password=OPS_PASSWORD
+    ) as cluster:
+        yield Simulation(tmp_path, cluster, monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def no_kubernetes(monkeypatch):
+    """No Kubernetes API here: pod labels are recorded, not patched."""
+    import kubernetes
+
+    monkeypatch.setattr(kubernetes, "label_pod", lambda *args: True)

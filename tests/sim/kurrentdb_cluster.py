@@ -1,0 +1,738 @@
+"""A deterministic, tick-based model of a KurrentDB cluster, served over HTTPS node by node.
+
+The simulation harness runs charm units against this model. When a unit's charm starts,
+restarts or stops KurrentDB, the harness calls `start_process`, `restart_process` or
+`stop_process`. Between hook rounds it calls `tick()`. Each node has its own `KurrentDBDouble`
+on 127.0.0.1. Its /info, /gossip, /health/live, /admin/node/resign, /admin/shutdown and users API
+answer from this model, so the charm's HTTP client sees what it would see on a real node.
+
+Rules, after /work/shared/kurrentdb-contract.md §4.2, §4.3, §4.5 and §5. `tick()` applies them in
+this order:
+
+1. Boot. A process started since the last tick finishes Initializing: /health/live answers 204
+   and the node is "DiscoverLeader". The process exits instead if the server's validator would
+   reject its config: ClusterSize < 1; several GossipSeed entries with ClusterSize 1; a seed
+   without a port; ClusterSize > 1 with DiscoverViaDns false and no seeds. With ClusterSize > 1
+   and DiscoverViaDns not false, the server resolves ClusterDns and ignores GossipSeed, so such a
+   node has no seeds here.
+2. Visibility. Two running nodes gossip when either one lists the other in GossipSeed: the
+   listed node learns about the caller from its gossip. Gossip also spreads membership, so a
+   node sees every running node in its connected group. A node's quorum is its own
+   ClusterSize//2+1.
+3. Failure detection. A node whose leader is gone (stopped, out of sight, or no longer leading)
+   becomes "Unknown". A leader whose group (itself plus the nodes that follow it) is smaller
+   than its quorum steps down. If two leaders see each other, the lesser one steps down. A node
+   that lost its leader may vote from the next tick on, so a dead leader costs a leaderless tick.
+4. Resign (POST /admin/node/resign to the leader, between ticks). The leader becomes
+   "ResigningLeader" and stops writing. At the next tick it and its followers are released and
+   elect at once. The resigned node loses ties to any node with as much data.
+5. Join. A leaderless node that sees a leader follows it as "CatchingUp". If its log holds
+   bytes the leader's log lacks (a divergent history), it truncates them and its process exits
+   (offline truncation; Pebble restarts it). If the leader then has more voting members than its
+   own ClusterSize, surplus nodes shut down (process exits): those that joined last go first,
+   and among equals the one with the least data.
+6. Election. In a group with no leader, every node proposes the best node it sees. "Best" means
+   the highest (epoch number, writer checkpoint), then not resigned, then NodePriority, then the
+   first added. The best node wins if it and enough ready nodes vote for it to make ITS quorum.
+   A node is ready once it has been leaderless for a tick, or right after a resign released it.
+   All voters then follow the winner. So an emptier node never wins over a node with more data
+   in its group. The winner starts epoch max(epochs)+1.
+7. Replication. Each leader with quorum writes `write_bytes_per_tick` (continuous client
+   writes). Followers copy its log, catching up by up to `catch_up_bytes_per_tick` per tick.
+   A follower counts as "Follower" once it is at most one tick of writes behind. A position is
+   acknowledged once a quorum of the leader's group holds it. A tick is writable if some leader
+   with quorum had all its writes acknowledged by the end of the tick. Every other tick counts
+   in `write_unavailable_ticks`.
+8. Lost writes. Acknowledged bytes missing from the log of the current leader with quorum
+   count as lost (`lost_acknowledged_writes()`), once. In a split brain, the best leader's log
+   is the reference.
+9. Gossip. A running node's /gossip lists itself (current state) and what it saw at the last
+   tick: the nodes of its group as alive, and nodes it lost as isAlive false for
+   `dead_member_ticks` ticks. So a node stopped between ticks still looks alive to the others
+   until the next tick, as with real gossip intervals.
+
+Logs. The bytes one leader writes in one term are identical on every node that holds them. So
+a log is a tuple of (term, epoch, start, end) segments, and two logs agree up to the first
+byte whose term differs. That is all the model needs to detect truncation and lost writes.
+
+Simplifications: there is one shared user database, created by the first leader ever elected;
+lost writes do not take users with them. Chaser checkpoint = writer checkpoint. There are no
+PreReplica, Clone or PreLeader transitions: a surplus joiner exits at once instead of showing up
+as a Clone first. A resigned node keeps its election handicap until it restarts or is elected,
+not just for the next election.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+from doubles.kurrentdb import (
+    KurrentDBDouble,
+    NodeState,
+    Response,
+    _node_certificate,
+    _server_context,
+)
+
+from tls import KeyPair
+
+HTTP_PORT = 2113  # what gossip advertises, whatever port the node's double listens on
+LEADING = ("Leader", "ResigningLeader")
+FOLLOWING = ("CatchingUp", "Follower")
+_IDS = uuid.UUID("6f1c2d0e-5b7a-4e0c-9a51-0c8e2b6d7f31")  # namespace: deterministic GUIDs
+_NO_EPOCH = "00000000-0000-0000-0000-000000000000"
+
+
+class Segment(NamedTuple):
+    """Bytes [start, end) written by the leader of `term` (one term per election)."""
+
+    term: int
+    epoch: int
+    start: int
+    end: int
+
+
+Log = tuple[Segment, ...]
+
+
+def _content(log: Log) -> list[Segment]:
+    return [s for s in log if s.end > s.start]
+
+
+def common_bytes(a: Log, b: Log) -> int:
+    """How many leading bytes two logs share (same term at the same position)."""
+    pos = 0
+    for x, y in zip(_content(a), _content(b), strict=False):
+        if (x.term, x.start) != (y.term, y.start):
+            return pos
+        if x.end != y.end:
+            return min(x.end, y.end)
+        pos = x.end
+    return pos
+
+
+def prefix(log: Log, pos: int, *, markers: bool = True) -> Log:
+    """The first `pos` bytes of `log`. With `markers`, keep an epoch that starts right at `pos`."""
+    return tuple(
+        s._replace(end=min(s.end, pos))
+        for s in log
+        if s.start < pos or (markers and s.start == pos)
+    )
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The parts of a parsed kurrentdb.conf that the model acts on."""
+
+    cluster_size: int = 1
+    seeds: frozenset[str] = frozenset()  # hosts this node gossips to
+    advertise_as: str | None = None
+    priority: int = 0
+    error: str | None = None  # why the server would refuse to start
+
+    @property
+    def quorum(self) -> int:
+        return self.cluster_size // 2 + 1
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> NodeConfig:
+        size = int(config.get("ClusterSize", 1))
+        raw = config.get("GossipSeed") or ()
+        entries = [e.strip() for e in (raw.split(",") if isinstance(raw, str) else raw)]
+        entries = [e for e in entries if e]
+        hosts = frozenset(e.rpartition(":")[0] for e in entries)
+        dns = str(config.get("DiscoverViaDns", True)).lower() != "false"
+        error = None
+        if size < 1:
+            error = "ClusterSize must be positive"
+        elif any(":" not in e or not e.rpartition(":")[0] for e in entries):
+            error = "GossipSeed entries must be host:port"
+        elif len(entries) > 1 and size == 1:
+            error = "GossipSeed given with ClusterSize 1"
+        elif size > 1 and not dns and not entries:
+            error = "DNS discovery is disabled, but no gossip seed endpoints have been specified."
+        if size > 1 and dns:
+            hosts = frozenset()  # the node resolves ClusterDns and ignores GossipSeed
+        advertise = config.get("NodeHostAdvertiseAs")
+        priority = int(config.get("NodePriority", 0))
+        return cls(max(size, 1), hosts, advertise and str(advertise), priority, error)
+
+
+@dataclass(eq=False)
+class SimNode:
+    """One pod: its KurrentDB process (when running), its data and its HTTP double."""
+
+    name: str
+    fqdn: str
+    index: int  # order of `add_node`: the last tie-breaker in elections
+    double: _NodeDouble = field(repr=False)
+    process: str = "stopped"  # stopped | starting | up | exited (Pebble would restart it)
+    config: dict[str, Any] = field(default_factory=dict)
+    settings: NodeConfig = field(default_factory=NodeConfig)
+    state: str = "Shutdown"  # VNodeState
+    log: Log = ()
+    node_priority: int = 0  # from NodePriority; /admin/node/priority changes it until restart
+    resigned: bool = False  # resigned and neither restarted nor elected since
+    leader: str | None = None  # the node it follows (itself while leading)
+    ready_tick: int = 0  # may vote in elections from this tick on
+    join_seq: int = 0  # when it last joined a leader (surplus: the latest joiner goes first)
+    ever_voted: bool = False  # has been in a leader's voting group at least once
+    starts: int = 0
+    known: dict[str, tuple[NodeState, int | None]] = field(default_factory=dict, repr=False)
+
+    @property
+    def url(self) -> str:
+        return self.double.url
+
+    @property
+    def ca_pem(self) -> str:
+        return self.double.ca_pem
+
+    @property
+    def running(self) -> bool:
+        return self.process in ("starting", "up")
+
+    @property
+    def cluster_size(self) -> int:
+        return self.settings.cluster_size
+
+    @property
+    def quorum(self) -> int:
+        return self.settings.quorum
+
+    @property
+    def seeds(self) -> frozenset[str]:
+        return self.settings.seeds
+
+    @property
+    def advertised_host(self) -> str:
+        return self.settings.advertise_as or self.fqdn
+
+    @property
+    def writer_checkpoint(self) -> int:
+        return self.log[-1].end if self.log else 0
+
+    chaser_checkpoint = writer_checkpoint
+
+    @property
+    def epoch_number(self) -> int:
+        return self.log[-1].epoch if self.log else -1
+
+    @property
+    def epoch_position(self) -> int:
+        return self.log[-1].start if self.log else -1
+
+    @property
+    def epoch_id(self) -> str:
+        return str(uuid.uuid5(_IDS, f"term/{self.log[-1].term}")) if self.log else _NO_EPOCH
+
+    def lists(self, other: SimNode) -> bool:
+        return other.fqdn in self.seeds or other.advertised_host in self.seeds
+
+
+@dataclass
+class _Acked:
+    """What a quorum acknowledged of one term's bytes, and how much of that a later leader kept.
+
+    Lost bytes are counted once, even while a split-brain leader keeps acknowledging more.
+    """
+
+    start: int
+    end: int
+    kept: int | None = None  # the least any later leader held, once it held less than `end`
+
+    @property
+    def lost(self) -> int:
+        return 0 if self.kept is None else self.end - self.kept
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    """What one tick looked like, for assertions and the benchmark."""
+
+    tick: int
+    leader: str | None  # the leader with quorum at the end of the tick
+    writable: bool
+    down: tuple[str, ...]  # nodes whose process was not up during the round before the tick
+    voting_down: int  # of those, nodes that had been voting members before
+    not_serving: tuple[str, ...]  # running nodes neither Leader nor Follower after the tick
+    acknowledged: int  # bytes acknowledged and not lost so far
+    serving_nodes: tuple[str, ...] = ()  # running nodes that are Leader or Follower
+
+
+class _NodeDouble(KurrentDBDouble):
+    """A node's HTTP face: gossip, info, resign, shutdown and priority come from the model."""
+
+    def __init__(self, cluster: SimCluster, name: str, **kwargs: Any):
+        super().__init__(initialised=False, **kwargs)
+        self.cluster, self.name = cluster, name
+        self.users = cluster.users  # one user database for the whole cluster
+        self.on_resign = lambda _double: cluster._resign(name)
+
+    def gossip_members(self) -> list[dict[str, Any]]:
+        return self.cluster._gossip_members(self.name)
+
+    def _info(self, **_: Any) -> Response:
+        with self.cluster._lock:
+            return Response(200, self.node.info_json())
+
+    def _shutdown(self, **_: Any) -> Response:
+        self.shutdown_count += 1
+        return Response(200, "OK", after=lambda: self.cluster._admin_shutdown(self.name))
+
+    def _priority(self, priority: str, **kwargs: Any) -> Response:
+        response = super()._priority(priority=priority, **kwargs)
+        if response.status == 200:
+            self.cluster._set_priority(self.name, self.node.node_priority)
+        return response
+
+
+class SimCluster:
+    """The cluster model and one HTTP double per node. Use it as a context manager (or `close`)."""
+
+    def __init__(
+        self,
+        *,
+        ca: KeyPair,
+        admin_password: str,
+        ops_password: str,
+        catch_up_bytes_per_tick: int = 64 * 2**20,
+        write_bytes_per_tick: int = 2**20,
+        dead_member_ticks: int = 60,
+    ):
+        self.ca, self.admin_password, self.ops_password = ca, admin_password, ops_password
+        self.catch_up_bytes_per_tick = catch_up_bytes_per_tick
+        self.write_bytes_per_tick = write_bytes_per_tick
+        self.dead_member_ticks = dead_member_ticks
+        self.nodes: dict[str, SimNode] = {}
+        self.users: dict[str, Any] = {}  # FakeUser by login, shared by every node's double
+        self.now = 0  # ticks so far
+        self.history: list[TickRecord] = []
+        self.events: list[tuple[int, str, str]] = []  # (tick, node, what)
+        self.restart_log: list[tuple[int, str, str]] = []  # (tick, node, state when stopped)
+        self.restarts: Counter[str] = Counter()  # starts after the first, by node
+        self.surplus_shutdowns: Counter[str] = Counter()
+        self.election_count = 0
+        self.write_unavailable_ticks = 0
+        self._acked: dict[int, _Acked] = {}  # by term
+        self._lost_logged = 0
+        self._terms = itertools.count(1)
+        self._joins = itertools.count(1)
+        self._indexes = itertools.count()
+        self._lock = threading.RLock()  # the doubles' request threads call in too
+
+    def __enter__(self) -> SimCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.double.stop()
+
+    # -- what the harness does to pods ---------------------------------------------------------
+    def add_node(self, name: str, fqdn: str, *, data_bytes: int = 0) -> SimNode:
+        """A new pod, KurrentDB not started yet (its double refuses connections).
+
+        `data_bytes` preloads an acknowledged history of its own (a restored volume, say).
+        """
+        with self._lock:
+            if name in self.nodes:
+                raise ValueError(f"{name} already exists")
+            sans = ("localhost", "127.0.0.1", fqdn)
+            double = _NodeDouble(
+                self, name, admin_password=self.admin_password, ops_password=self.ops_password,
+                ca=self.ca, sans=sans,
+            )  # fmt: skip
+            double.start()  # take a port now; `up()` reuses it
+            double.down()
+            node = SimNode(name, fqdn, next(self._indexes), double)
+            if data_bytes:
+                term = next(self._terms)
+                node.log = (Segment(term, 0, 0, data_bytes),)
+                self._acked[term] = _Acked(0, data_bytes)
+            self.nodes[name] = node
+            self._sync(node)
+            self._event(node, "added")
+            return node
+
+    def node(self, name: str) -> SimNode:
+        return self.nodes[name]
+
+    def set_ca(self, ca: KeyPair) -> None:
+        """Serve certificates from another CA (say, the one the charm's leader generated)."""
+        with self._lock:
+            self.ca = ca
+            for node in self.nodes.values():
+                double = node.double
+                sans = ("localhost", "127.0.0.1", node.fqdn)
+                double.ca_pem = ca.certificate
+                double._ssl = _server_context(*_node_certificate(ca, sans))
+                if double.is_up:  # the listening socket holds the old TLS context
+                    double.down()
+                    double.up()
+
+    def remove_node(self, name: str) -> None:
+        """The pod and its data are gone; the others list it as dead for a while."""
+        with self._lock:
+            node = self.nodes[name]
+            self._halt(node, "stopped", "removed")
+            node.double.stop()
+            del self.nodes[name]
+
+    def start_process(
+        self, name: str, config: Mapping[str, Any], *, version: str | None = None
+    ) -> None:
+        """Pebble started KurrentDB with this parsed kurrentdb.conf; it boots at the next tick."""
+        with self._lock:
+            node = self.nodes[name]
+            if node.running:
+                raise RuntimeError(f"{name}: KurrentDB is already running")
+            node.starts += 1
+            if node.starts > 1:
+                self.restarts[name] += 1
+            node.config, node.settings = dict(config), NodeConfig.parse(config)
+            node.node_priority, node.resigned, node.known = node.settings.priority, False, {}
+            node.process, node.state, node.leader = "starting", "Initializing", None
+            node.double.node.instance_id = str(uuid.uuid5(_IDS, f"{name}/{node.starts}"))
+            if version:
+                node.double.node.version = version
+            try:
+                node.double.up()
+            except OSError:  # something took its port meanwhile: the node's url changes
+                node.double.port = 0
+                node.double.up()
+            self._sync(node)
+            self._event(node, "start")
+
+    def stop_process(self, name: str) -> None:
+        """Pebble stopped KurrentDB (clean shutdown); a no-op if it is not running."""
+        with self._lock:
+            node = self.nodes[name]
+            if node.running:
+                self.restart_log.append((self.now, name, node.state))
+                self._halt(node, "stopped", "stop")
+
+    def restart_process(self, name: str, config: Mapping[str, Any]) -> None:
+        self.stop_process(name)
+        self.start_process(name, config)
+
+    def process_running(self, name: str) -> bool:
+        """False once stopped, or after it exited by itself (surplus, truncation, bad config)."""
+        return self.nodes[name].running
+
+    # -- observations --------------------------------------------------------------------------
+    def leader(self) -> str | None:
+        """The leader with quorum (the best one, should there be a split brain)."""
+        with self._lock:
+            leaders = [n for n in self._sorted(self.nodes.values()) if self._has_quorum(n)]
+            return max(leaders, key=_rank).name if leaders else None
+
+    @property
+    def leader_restart_order(self) -> list[str]:
+        """Nodes stopped (or restarted) while leading, in order."""
+        return [name for _, name, state in self.restart_log if state in LEADING]
+
+    def lost_acknowledged_writes(self) -> int:
+        """Bytes a quorum acknowledged that a later leader's history does not hold."""
+        return sum(a.lost for a in self._acked.values())
+
+    def acknowledged_bytes(self) -> int:
+        """Bytes a quorum acknowledged, minus the lost ones."""
+        return sum(a.end - a.start - a.lost for a in self._acked.values())
+
+    def is_quiet(self) -> bool:
+        """No node starting, electing, resigning or catching up."""
+        with self._lock:
+            nodes = self.nodes.values()
+            return not any(n.process == "starting" for n in nodes) and all(
+                n.state in ("Leader", "Follower") for n in nodes if n.process == "up"
+            )
+
+    # -- time ----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Advance simulated time by one step (rules 1-9 of the module docstring)."""
+        with self._lock:
+            self.now += 1
+            down = [n for n in self._sorted(self.nodes.values()) if n.process != "up"]
+            for node in self._sorted(self.nodes.values()):
+                if node.process == "starting":
+                    self._boot(node)
+            groups = self._groups()
+            self._detect_failures(groups)
+            self._release_resigned()
+            self._join_leaders(groups)
+            self._elect(groups)
+            writable = self._replicate()
+            self._check_acknowledged()
+            self._update_views()
+            if not writable:
+                self.write_unavailable_ticks += 1
+            not_serving = tuple(
+                n.name
+                for n in self.nodes.values()
+                if n.process == "up" and n.state not in ("Leader", "Follower")
+            )
+            serving = tuple(
+                n.name
+                for n in self.nodes.values()
+                if n.process == "up" and n.state in ("Leader", "Follower")
+            )
+            record = TickRecord(
+                self.now, self.leader(), writable, tuple(n.name for n in down),
+                sum(n.ever_voted for n in down), not_serving, self.acknowledged_bytes(), serving,
+            )  # fmt: skip
+            self.history.append(record)
+            for node in self.nodes.values():
+                self._sync(node)
+
+    def _boot(self, node: SimNode) -> None:
+        if node.settings.error:
+            self._halt(node, "exited", f"config error: {node.settings.error}")
+            return
+        node.process, node.state, node.ready_tick = "up", "DiscoverLeader", self.now + 1
+        self._event(node, "up")
+
+    def _groups(self) -> dict[str, frozenset[str]]:
+        """Each running node's connected group (rule 2), by name."""
+        up = [n for n in self._sorted(self.nodes.values()) if n.process == "up"]
+        groups: dict[str, frozenset[str]] = {}
+        for start in up:
+            if start.name in groups:
+                continue
+            seen, todo = {start.name}, [start]
+            while todo:
+                a = todo.pop()
+                for b in up:
+                    if b.name not in seen and (a.lists(b) or b.lists(a)):
+                        seen.add(b.name)
+                        todo.append(b)
+            group = frozenset(seen)
+            groups.update(dict.fromkeys(group, group))
+        return groups
+
+    def _detect_failures(self, groups: dict[str, frozenset[str]]) -> None:
+        for node in self._up():
+            if node.leader not in (None, node.name):
+                leader = self.nodes.get(node.leader)
+                if not (
+                    leader is not None
+                    and leader.process == "up"
+                    and leader.state in LEADING
+                    and leader.name in groups[node.name]
+                ):
+                    self._leaderless(node, self.now + 1)
+        for leader in self._up():
+            if leader.state == "Leader" and len(self._group(leader)) < leader.quorum:
+                self._event(leader, "lost quorum")
+                for member in self._group(leader):
+                    self._leaderless(member, self.now + 1)
+        for group in self._distinct(groups):
+            leaders = [n for n in self._up() if n.name in group and n.state in LEADING]
+            for lesser in sorted(leaders, key=_rank, reverse=True)[1:]:
+                self._event(lesser, "stepped down: sees a better leader")
+                for member in self._group(lesser):
+                    self._leaderless(member, self.now)
+
+    def _release_resigned(self) -> None:
+        for leader in self._up():
+            if leader.state == "ResigningLeader":
+                self._event(leader, "stepped down: resigned")
+                for member in self._group(leader):
+                    self._leaderless(member, self.now)  # elect at once: nobody died
+
+    def _join_leaders(self, groups: dict[str, frozenset[str]]) -> None:
+        for node in self._up():
+            if node.leader is None and node.process == "up":
+                leaders = [n for n in self._up() if n.name in groups[node.name]]
+                leaders = [n for n in leaders if n.state == "Leader"]
+                if leaders:
+                    self._follow(node, max(leaders, key=_rank))
+
+    def _elect(self, groups: dict[str, frozenset[str]]) -> None:
+        for group in self._distinct(groups):
+            members = [n for n in self._up() if n.name in group]
+            if any(n.state in LEADING for n in members):
+                continue
+            pool = [n for n in members if n.leader is None]
+            if not pool:
+                continue
+            best = max(pool, key=_rank)
+            voters = [n for n in pool if n.ready_tick <= self.now]
+            if best not in voters or len(voters) < best.quorum:
+                continue
+            self.election_count += 1
+            epoch = max(n.epoch_number for n in pool) + 1
+            end = best.writer_checkpoint
+            best.log += (Segment(next(self._terms), epoch, end, end),)  # the epoch record
+            best.state, best.leader, best.resigned = "Leader", best.name, False
+            best.join_seq, best.ever_voted = next(self._joins), True
+            self._event(best, f"elected leader of epoch {epoch}")
+            if "admin" not in self.users:  # BecomeLeader creates the default users (§6.1)
+                best.double.initialise()
+            for node in pool:
+                if node is not best and node.process == "up":
+                    self._follow(node, best)
+
+    def _follow(self, node: SimNode, leader: SimNode) -> None:
+        common = common_bytes(node.log, leader.log)
+        if common < node.writer_checkpoint:  # divergent history: offline truncation
+            dropped = node.writer_checkpoint - common
+            node.log = prefix(node.log, common, markers=False)
+            self._halt(node, "exited", f"offline truncation of {dropped} bytes")
+            return
+        node.leader, node.state, node.join_seq = leader.name, "CatchingUp", next(self._joins)
+        group = self._group(leader)
+        surplus = len(group) - leader.cluster_size
+        if surplus > 0:
+            extra = sorted(group[1:], key=lambda n: (-n.join_seq, n.writer_checkpoint))
+            for member in extra[:surplus]:
+                self.surplus_shutdowns[member.name] += 1
+                self._halt(member, "exited", "surplus shutdown")
+        if node.leader == leader.name:
+            node.ever_voted = True
+
+    def _replicate(self) -> bool:
+        writable = False
+        for leader in self._up():
+            group = self._group(leader)
+            if leader.state != "Leader" or len(group) < leader.quorum:
+                continue
+            last = leader.log[-1]  # this leader's own term (its epoch record at least)
+            leader.log = (*leader.log[:-1], last._replace(end=last.end + self.write_bytes_per_tick))
+            target = leader.writer_checkpoint
+            for follower in group[1:]:
+                position = min(target, follower.writer_checkpoint + self.catch_up_bytes_per_tick)
+                follower.log = prefix(leader.log, position)
+                behind = target - position > self.write_bytes_per_tick
+                follower.state = "CatchingUp" if behind else "Follower"
+            positions = sorted((n.writer_checkpoint for n in group), reverse=True)
+            acknowledged = positions[leader.quorum - 1]
+            for s in _content(leader.log):
+                if s.start < acknowledged:
+                    acked = self._acked.setdefault(s.term, _Acked(s.start, s.start))
+                    acked.end = max(acked.end, min(s.end, acknowledged))
+            writable = writable or acknowledged >= target
+        return writable
+
+    def _check_acknowledged(self) -> None:
+        """Compare what was acknowledged with the history of the leader (the best one)."""
+        name = self.leader()
+        if name is None:
+            return
+        held = {s.term: s.end for s in self.nodes[name].log}
+        for term, acked in self._acked.items():
+            kept = min(acked.end, held.get(term, acked.start))
+            if kept < acked.end:
+                acked.kept = kept if acked.kept is None else min(acked.kept, kept)
+        total = self.lost_acknowledged_writes()
+        lost, self._lost_logged = total - self._lost_logged, total
+        if lost:
+            self._event(self.nodes[name], f"lost {lost} acknowledged bytes")
+
+    def _update_views(self) -> None:
+        groups = self._groups()
+        for node in self._up():
+            for name in groups[node.name]:
+                if name != node.name:
+                    self._sync(self.nodes[name])
+                    node.known[name] = (replace(self.nodes[name].double.node), None)
+            for name, (seen, dead_since) in list(node.known.items()):
+                if name in groups[node.name]:
+                    continue
+                if dead_since is None:
+                    node.known[name] = (replace(seen, is_alive=False), self.now)
+                elif self.now - dead_since >= self.dead_member_ticks:
+                    del node.known[name]
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _up(self) -> list[SimNode]:
+        return [n for n in self._sorted(self.nodes.values()) if n.process == "up"]
+
+    def _distinct(self, groups: dict[str, frozenset[str]]) -> list[frozenset[str]]:
+        """Each group once, in a stable order (set order would vary with the hash seed)."""
+        return sorted(set(groups.values()), key=lambda g: min(self.nodes[n].index for n in g))
+
+    @staticmethod
+    def _sorted(nodes: Iterable[SimNode]) -> list[SimNode]:
+        return sorted(nodes, key=lambda n: n.index)
+
+    def _group(self, leader: SimNode) -> list[SimNode]:
+        """The leader, then the running nodes that follow it: the voting members."""
+        return [leader] + [
+            n for n in self._up()
+            if n is not leader and n.leader == leader.name and n.state in FOLLOWING
+        ]  # fmt: skip
+
+    def _has_quorum(self, node: SimNode) -> bool:
+        return (
+            node.process == "up"
+            and node.state == "Leader"
+            and len(self._group(node)) >= node.quorum
+        )
+
+    def _leaderless(self, node: SimNode, ready_tick: int) -> None:
+        node.leader, node.state, node.ready_tick = None, "Unknown", ready_tick
+
+    def _halt(self, node: SimNode, process: str, why: str) -> None:
+        """The process ends; followers notice at the next tick."""
+        if node.running:
+            node.process, node.state, node.leader = process, "Shutdown", None
+            node.double.down()
+        self._sync(node)
+        self._event(node, why)
+
+    def _event(self, node: SimNode, what: str) -> None:
+        self.events.append((self.now, node.name, what))
+
+    def _sync(self, node: SimNode) -> None:
+        """Copy the model's view of a node into the NodeState its double serves."""
+        ns = node.double.node
+        ns.state, ns.live, ns.is_alive = node.state, node.process == "up", True
+        ns.http_host, ns.http_port = node.advertised_host, HTTP_PORT
+        ns.writer_checkpoint = ns.chaser_checkpoint = node.writer_checkpoint
+        ns.last_commit_position = node.writer_checkpoint if node.log else -1
+        ns.epoch_number, ns.epoch_position = node.epoch_number, node.epoch_position
+        ns.epoch_id, ns.node_priority = node.epoch_id, node.node_priority
+
+    # -- called from the doubles' request threads ----------------------------------------------
+    def _gossip_members(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            node = self.nodes[name]
+            self._sync(node)
+            members = {name: node.double.node}
+            if node.process == "up":
+                members |= {other: seen for other, (seen, _) in node.known.items()}
+            return [members[n].gossip_json() for n in sorted(members)]
+
+    def _resign(self, name: str) -> None:
+        with self._lock:
+            node = self.nodes[name]
+            if node.process == "up" and node.state == "Leader":
+                node.state, node.resigned = "ResigningLeader", True
+                self._sync(node)
+                self._event(node, "resign requested")
+
+    def _admin_shutdown(self, name: str) -> None:
+        with self._lock:
+            if name in self.nodes:
+                self._halt(self.nodes[name], "exited", "admin shutdown")
+
+    def _set_priority(self, name: str, priority: int) -> None:
+        with self._lock:
+            self.nodes[name].node_priority = priority
+
+
+def _rank(node: SimNode) -> tuple[int, int, bool, int, int]:
+    """Election preference: most data (epoch first), not resigned, priority, first added."""
+    return (
+        node.epoch_number, node.writer_checkpoint, not node.resigned,
+        node.node_priority, -node.index,
+    )  # fmt: skip
