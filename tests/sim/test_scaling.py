@@ -86,6 +86,8 @@ def test_intermediate_sizes_are_healthy(sim: Simulation):
 def test_juju_leader_unit_removed(sim: Simulation):
     _deploy, removal = run(sim, "juju leader unit removed")
     assert "kurrentdb/0" not in sim.units
+    # The departing unit led KurrentDB too: it handed leadership over before its pod went.
+    assert ("kurrentdb/0", "resign requested") in [(n, w) for _, n, w in sim.cluster.events]
     assert sim.leader == "kurrentdb/1"
     assert_healthy_cluster(sim)
     assert_safe(removal)

@@ -100,7 +100,9 @@ def test_restart_is_not_lost_when_the_hook_fails_after_pushing(
     with monkeypatch.context() as patch:
         patch.setattr(ops.Container, "restart", broken_restart)
         state = ctx.run(ctx.on.config_changed(), replace_config(state, run_projections="all"))
-    assert state.unit_status == testing.MaintenanceStatus("configuring KurrentDB failed; will retry")
+    assert state.unit_status == testing.MaintenanceStatus(
+        "configuring KurrentDB failed; will retry"
+    )
     # The file is already new, but the next hook still restarts the node.
     assert "All" in volumes.read(paths.CONFIG_FILE)
     ctx.run(ctx.on.update_status(), state)
