@@ -157,6 +157,10 @@ def pebble_layer(initial_passwords: Mapping[str, str]) -> dict[str, Any]:
                 "working-dir": paths.DATA_DIR,
                 # KurrentDB needs about 7 s to shut down cleanly; Pebble's default is 5 s.
                 "kill-delay": "20s",
+                # After offline truncation (a deposed leader rejoining) KurrentDB exits with
+                # code 0 and expects to be started again; surplus nodes exit likewise.
+                "on-success": "restart",
+                "on-failure": "restart",
                 "environment": {
                     "KURRENTDB_DEFAULT_ADMIN_PASSWORD": initial_passwords["admin"],
                     "KURRENTDB_DEFAULT_OPS_PASSWORD": initial_passwords["ops"],

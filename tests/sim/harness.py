@@ -178,6 +178,15 @@ class Simulation:
             if name in self.units:
                 self._run(name, factory)
 
+    def run_hooks(self, count: int) -> None:
+        """Run only the next `count` queued hooks (to interrupt a change half-way)."""
+        for _ in range(count):
+            if not self.queue:
+                return
+            name, _, factory = self.queue.popleft()
+            if name in self.units:
+                self._run(name, factory)
+
     def settle(self, max_rounds: int = 400) -> int:
         """Hooks, tick, update-status everywhere; until a round changes nothing. Returns rounds."""
         quiet_rounds = 0

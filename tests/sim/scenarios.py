@@ -94,6 +94,18 @@ def remove_highest(n: int) -> Callable[[Simulation], None]:
     return action
 
 
+def add_units_and_move_leadership(sim: Simulation) -> None:
+    """Scale 3 -> 5, and Juju moves leadership while the rolling restart is under way."""
+    add_units(2)(sim)
+    restarts = sum(sim.charm_restarts.values())
+    for _ in range(3):  # a few rounds into the resize
+        sim.run_hooks(15)
+        sim.cluster.tick()
+    in_flight = sum(sim.charm_restarts.values()) - restarts
+    assert 0 < in_flight < 3, f"leadership should move mid-resize, not after ({in_flight})"
+    sim.move_leadership("kurrentdb/2")
+
+
 def remove_juju_leader(sim: Simulation) -> None:
     assert sim.leader is not None
     sim.remove_unit(sim.leader)
@@ -150,6 +162,10 @@ SCENARIOS: dict[str, list[Step]] = {
         ("3 -> 5", add_units(2)),
         ("5 -> 3", remove_highest(2)),
         ("3 -> 1", remove_highest(2)),
+    ],
+    "juju leadership moves mid-resize": [
+        ("deploy 3", add_units(3)),
+        ("3 -> 5, new leader", add_units_and_move_leadership),
     ],
     "juju leader unit removed": [("deploy 3", add_units(3)), ("remove leader", remove_juju_leader)],
     "kurrentdb leader not on juju leader": [

@@ -93,6 +93,14 @@ def test_juju_leader_unit_removed(sim: Simulation):
     assert_safe(removal)
 
 
+def test_juju_leadership_moving_mid_resize(sim: Simulation):
+    _deploy, resize = run(sim, "juju leadership moves mid-resize")
+    assert sim.leader == "kurrentdb/2"
+    assert_healthy_cluster(sim)
+    assert_safe(resize)
+    assert set(resize.restarts) == {"kurrentdb/0", "kurrentdb/1", "kurrentdb/2"}
+
+
 def test_kurrentdb_leader_on_another_unit_restarts_last(sim: Simulation):
     _deploy, _move, change = run(sim, "kurrentdb leader not on juju leader")
     assert change.leader_before not in (None, sim.leader)

@@ -261,3 +261,62 @@ def test_leaving_unit_hands_leadership_over(ctx, volumes, internal_ca, kurrentdb
     state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
     ctx.run(ctx.on.storage_detaching(next(iter(state.storages))), state)
     assert kurrentdb.resign_count == (1 if role == "Leader" else 0)
+
+
+@pytest.mark.parametrize(
+    ("unit", "report", "pending", "plan_", "expected"),
+    [
+        (
+            "kurrentdb/3",
+            FRESH,
+            False,
+            ClusterPlan(members=members(0, 1, 2)),
+            testing.WaitingStatus("waiting for the leader to add this unit to the cluster"),
+        ),
+        (
+            "kurrentdb/2",
+            FRESH,
+            False,
+            ClusterPlan(members=members(0, 1, 2), fresh_allowed=members(1)),
+            testing.WaitingStatus(
+                "waiting to join the 3-node cluster until nodes with data are in sync"
+            ),
+        ),
+        (
+            "kurrentdb/1",
+            dataclasses.replace(SERVING, running_members=members(0, 1, 2)),
+            True,
+            ClusterPlan(members=members(0, 1, 2, 3, 4), restart_grant="kurrentdb/1"),
+            testing.MaintenanceStatus("restarting to join a 5-node cluster"),
+        ),
+        (
+            "kurrentdb/2",
+            dataclasses.replace(SERVING, running_members=members(0, 1, 2)),
+            True,
+            ClusterPlan(members=members(0, 1, 2, 3, 4), restart_grant="kurrentdb/1"),
+            testing.WaitingStatus(
+                "waiting to restart to join a 5-node cluster (waiting for kurrentdb/1)"
+            ),
+        ),
+        (
+            "kurrentdb/2",
+            dataclasses.replace(SERVING, running_members=members(0, 1, 2)),
+            True,
+            ClusterPlan(members=members(0, 1, 2)),
+            testing.WaitingStatus(
+                "waiting to restart to apply the new configuration (waiting for all nodes to be in sync)"
+            ),
+        ),
+        (
+            "kurrentdb/2",
+            dataclasses.replace(SERVING, running_members=members(0, 1, 2)),
+            False,
+            ClusterPlan(members=members(0, 1, 2)),
+            None,
+        ),
+    ],
+)
+def test_unit_status_says_what_it_waits_for(unit, report, pending, plan_, expected):
+    from cluster_status import unit_waiting_status
+
+    assert unit_waiting_status(unit, plan_, report, pending) == expected

@@ -149,6 +149,7 @@ def test_pebble_layer_runs_kurrentdb_as_the_image_user():
     assert service["user"] == "kurrent"
     assert "user-id" not in service, "a fixed uid would break on images older or newer than 26.0"
     assert service["kill-delay"] == "20s"
+    assert service["on-success"] == service["on-failure"] == "restart"
     assert service["environment"] == {
         "KURRENTDB_DEFAULT_ADMIN_PASSWORD": "a-pass",
         "KURRENTDB_DEFAULT_OPS_PASSWORD": "o-pass",
