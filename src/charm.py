@@ -17,9 +17,12 @@ import cluster
 import credentials
 from cluster_status import app_status, cluster_rows, unit_waiting_status
 from config import CharmConfig, ConfigError, parse_config
+from cos import dashboards, logs, metrics
+from cos.topology import Topology
 from node import Node, NodeHealth
 from security import Security
 from state import PEER_RELATION, SYSTEM_USERS, CharmState
+from tls import KeyPair
 from workload import paths
 from workload.kurrentdb import KurrentDBWorkload, WorkloadUserMissingError
 from workload.render import ClusterView, NodeIdentity
@@ -39,7 +42,9 @@ class KurrentDBCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
-        self._stored.set_default(last_good_config=None, pod_role_label=None)
+        self._stored.set_default(
+            last_good_config=None, pod_role_label=None, metrics_user_password_hash=""
+        )
         self.state = CharmState(self.model)
         self.security = Security(self.model, self.state)
         self.node = Node(KurrentDBWorkload(self.unit.get_container(paths.CONTAINER)), self._stored)
@@ -48,6 +53,16 @@ class KurrentDBCharm(ops.CharmBase):
             unit_number=cluster.unit_number(self.unit.name),
             model=self.model.name,
         )
+        self.topology = Topology(
+            model=self.model.name,
+            model_uuid=self.model.uuid,
+            application=self.app.name,
+            unit=self.unit.name,
+            charm_name=self.meta.name,
+        )
+        self.metrics = metrics.MetricsEndpoint(self.model, self.topology, self._stored)
+        self.dashboards = dashboards.GrafanaDashboards(self.model, self.topology)
+        self.logs = logs.LogForwarding(self.model, self.topology, self._stored)
         # Problems found while reconciling, shown by the status path in the same hook.
         self._problems: list[ops.StatusBase] = []
         self._health: NodeHealth | None = None
@@ -69,6 +84,13 @@ class KurrentDBCharm(ops.CharmBase):
             peers.relation_joined,
             peers.relation_changed,
             peers.relation_departed,
+            self.on[metrics.RELATION].relation_joined,
+            self.on[metrics.RELATION].relation_changed,
+            self.on[dashboards.RELATION].relation_joined,
+            self.on[logs.RELATION].relation_joined,
+            self.on[logs.RELATION].relation_changed,
+            self.on[logs.RELATION].relation_departed,
+            self.on[logs.RELATION].relation_broken,
         ):
             framework.observe(event, self._reconcile)
         # Leaving (scale-down, pod deletion): hand leadership over before the node goes.
@@ -91,6 +113,7 @@ class KurrentDBCharm(ops.CharmBase):
         chosen = self._chosen_passwords(config)
         self.security.ensure_app_material(chosen or {})
         self._publish_address()
+        self._forward_logs_and_publish_address(event)
         if self.unit.is_leader():
             self._schedule()
         ca, passwords = self.state.internal_ca(), self.state.system_passwords()
@@ -128,6 +151,51 @@ class KurrentDBCharm(ops.CharmBase):
         self.unit.set_ports(paths.HTTP_PORT)
         if self.unit.is_leader() and chosen and self.security.rotation_pending(passwords, chosen):
             self._rotate_passwords(chosen)
+        if self.unit.is_leader():
+            self._publish_cos_app_data(config, ca)
+
+    def _forward_logs_and_publish_address(self, event: ops.EventBase) -> None:
+        """Every unit: its scrape address, and its logs to every related Loki."""
+        self.metrics.publish_unit_address(self.identity.pod_fqdn)
+        if self.node.workload.can_connect():
+            broken = event.relation if isinstance(event, ops.RelationBrokenEvent) else None
+            self.node.workload.apply_log_targets(
+                self.logs.endpoints(exclude=broken), self.topology.labels()
+            )
+
+    def _publish_cos_app_data(self, config: CharmConfig, ca: KeyPair) -> None:
+        """Leader: scrape job, dashboards, Loki metadata; each only where related."""
+        self.dashboards.publish()
+        self.logs.publish_app()
+        if self.metrics.relations:
+            password = self._metrics_user_password()
+            if password is not None:
+                self.metrics.publish_app(ca.certificate, password, config.scrape_interval)
+
+    def _metrics_user_password(self) -> str | None:
+        """Leader: the scrape user's password, once that user exists in KurrentDB."""
+        import hashlib
+
+        from kurrentdb_api import KurrentDBError
+
+        password = self.state.metrics_password()
+        if password is None:
+            password = credentials.generate_password()
+            self.state.save_metrics_password(password)
+        applied = hashlib.sha256(password.encode()).hexdigest()
+        if applied != self._stored.metrics_user_password_hash:
+            try:
+                credentials.ensure_user(
+                    self._admin_client_now(),
+                    metrics.SCRAPE_USER,
+                    "Prometheus scraper (kurrentdb charm)",
+                    password,
+                )
+            except KurrentDBError as e:
+                logger.warning("Cannot create the metrics user yet: %s", e)
+                return None
+            self._stored.metrics_user_password_hash = applied
+        return password
 
     def _effective_config(self) -> CharmConfig | None:
         """The config to run with: the current one, or the last good one while it is bad."""

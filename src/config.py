@@ -52,6 +52,15 @@ PROFILE_LOG_LEVEL = {
     Profile.PRODUCTION: "Warning",
 }
 
+# How often Prometheus scrapes a node, by profile; KurrentDB sizes its "recent max" metric
+# windows from the same number (Metrics:ExpectedScrapeIntervalSeconds).
+PROFILE_SCRAPE_INTERVAL = {
+    Profile.DEVELOPMENT: 15,
+    Profile.STAGING: 30,
+    Profile.UAT: 30,
+    Profile.PRODUCTION: 60,
+}
+
 # Options the charm renders itself. Setting them through `extra-options` would fight the
 # charm (paths, addresses, TLS, clustering, credentials) or break its assumptions (it needs
 # the admin API, gossip and stats endpoints, and logs on stdout).
@@ -126,6 +135,11 @@ class CharmConfig:
     start_standard_projections: bool = False
     extra_options: Mapping[str, Any] = field(default_factory=dict)
     system_users: str | None = None
+
+    @property
+    def scrape_interval(self) -> int:
+        """Seconds between Prometheus scrapes, from the profile."""
+        return PROFILE_SCRAPE_INTERVAL[self.profile]
 
     def to_stored(self) -> dict[str, Any]:
         """A JSON-friendly form, kept as the last good configuration."""
@@ -214,6 +228,12 @@ def parse_extra_options(text: str) -> dict[str, Any]:
         if name in PLUGIN_SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError("extra-options", name, "a plugin section must be a YAML map")
+            if name == "Metrics" and "ExpectedScrapeIntervalSeconds" in value:
+                raise ConfigError(
+                    "extra-options",
+                    "Metrics.ExpectedScrapeIntervalSeconds",
+                    "managed by the charm (it follows the profile's scrape interval)",
+                )
         elif not _is_option_value(value):
             raise ConfigError(
                 "extra-options", f"{name}: {value}", "values must be scalars or lists of scalars"

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 PEER_RELATION = "kurrentdb-peers"
 _CA_SECRET_KEY = "ca-secret-id"  # noqa: S105 - a databag key, not a secret
 _PASSWORDS_SECRET_KEY = "passwords-secret-id"  # noqa: S105 - a databag key
+_METRICS_SECRET_KEY = "metrics-secret-id"  # noqa: S105 - a databag key
 _NODE_CERT_LABEL = "node-certificate"
 SYSTEM_USERS = ("admin", "ops")
 
@@ -100,6 +101,21 @@ class CharmState:
             _PASSWORDS_SECRET_KEY,
             passwords.to_content(),
             description="KurrentDB system users' passwords",
+        )
+
+    # --- the metrics scrape user's password (app secret) ---------------------------------
+
+    def metrics_password(self) -> str | None:
+        """The password Prometheus scrapes with, once the leader has created it."""
+        content = self._app_secret_content(_METRICS_SECRET_KEY)
+        return None if content is None else content["password"]
+
+    def save_metrics_password(self, password: str) -> None:
+        """Store the scrape user's password (leader only)."""
+        self._save_app_secret(
+            _METRICS_SECRET_KEY,
+            {"password": password},
+            description="Password of the KurrentDB user Prometheus scrapes /metrics with",
         )
 
     # --- this unit's node certificate (unit secret) ---------------------------------------

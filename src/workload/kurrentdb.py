@@ -21,6 +21,8 @@ from workload.render import RELOADABLE_OPTIONS
 
 logger = logging.getLogger(__name__)
 
+LOG_FORWARDING_LAYER = "kurrentdb-log-forwarding"
+
 
 class Change(enum.IntEnum):
     """What the running KurrentDB needs for the files on disk to take effect."""
@@ -135,6 +137,42 @@ class KurrentDBWorkload:
             paths.SERVICE
         )
         return Change.RESTART if service_changed else Change.NONE
+
+    def apply_log_targets(self, targets: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+        """Forward the service's output to these Loki push URLs; stop forwarding to others.
+
+        Log targets live in their own layer and never touch the service, so changing them
+        restarts nothing. Returns whether the plan changed.
+        """
+        current = {
+            name: target.to_dict() for name, target in self.container.get_plan().log_targets.items()
+        }
+        wanted: dict[str, dict[str, Any]] = {
+            name: {
+                "override": "replace",
+                "type": "loki",
+                "location": url,
+                "services": ["all"],
+                "labels": dict(labels),
+            }
+            for name, url in targets.items()
+        }
+        for name, target in current.items():
+            if name not in wanted:
+                # Pebble cannot delete a target from a layer: forward nothing to it instead.
+                wanted[name] = {
+                    "override": "replace",
+                    "type": "loki",
+                    "location": target.get("location", ""),
+                    "services": ["-all"],
+                }
+        strip = lambda target: {k: v for k, v in target.items() if k != "override"}  # noqa: E731
+        if all(strip(current.get(name, {})) == strip(spec) for name, spec in wanted.items()):
+            return False
+        layer = ops.pebble.Layer({"log-targets": wanted})  # type: ignore[arg-type]
+        self.container.add_layer(LOG_FORWARDING_LAYER, layer, combine=True)
+        logger.info("Forwarding KurrentDB logs to %d Loki endpoint(s)", len(targets))
+        return True
 
     def start(self) -> None:
         """Start KurrentDB (and the health check) as the plan says."""

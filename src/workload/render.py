@@ -88,6 +88,8 @@ def kurrentdb_options(
     """The template's inputs: every option KurrentDB gets, grouped as the file shows them."""
     cluster = cluster or ClusterView()
     extra = dict(config.extra_options)
+    # KurrentDB sizes its "recent max" metric windows from the scrape interval.
+    metrics = {**extra.pop("Metrics", {}), "ExpectedScrapeIntervalSeconds": config.scrape_interval}
     profile_options = {
         name: value
         for name, value in PROFILE_OPTIONS.get(config.profile, {}).items()
@@ -112,6 +114,7 @@ def kurrentdb_options(
         "start_standard_projections": config.start_standard_projections,
         "profile": config.profile.value,
         "profile_options": profile_options,
+        "metrics": metrics,
         "extra_options": extra,
     }
 

@@ -1,0 +1,75 @@
+"""`logging` (loki_push_api consumer): KurrentDB's stdout to every Loki, via Pebble.
+
+Contract (the loki_push_api v1 library's documentation): each Loki unit publishes
+`endpoint` = JSON `{"url": "<scheme>://<host>:<port>/loki/api/v1/push"}` in its unit
+databag; the consumer app publishes `metadata` (topology) and `alert_rules` (LogQL).
+Pebble forwards the service's output itself (`log-targets`, Juju 3.4+), so KurrentDB keeps
+logging to stdout for `kubectl logs` and nothing extra runs in the pod.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import ops
+
+from cos import rules
+from cos.publish import update_databag
+from cos.topology import Topology
+
+logger = logging.getLogger(__name__)
+
+RELATION = "logging"
+
+
+class LogForwarding:
+    """Knows the Loki push endpoints and publishes the consumer's app data."""
+
+    def __init__(
+        self, model: ops.Model, topology: Topology, stored: ops.framework.BoundStoredState
+    ):
+        self._model = model
+        self._topology = topology
+        self._stored = stored
+        self._stored.set_default(loki_rules_fingerprint="")
+
+    def endpoints(self, exclude: ops.Relation | None = None) -> dict[str, str]:
+        """Pebble log-target name → Loki push URL, for every Loki unit.
+
+        ``exclude``: a relation being broken (Juju still lists it during its last hook).
+        """
+        targets: dict[str, str] = {}
+        for relation in self._model.relations[RELATION]:
+            if exclude is not None and relation.id == exclude.id:
+                continue
+            for unit in sorted(relation.units, key=lambda u: u.name):
+                raw = relation.data[unit].get("endpoint")
+                if not raw:
+                    continue
+                try:
+                    url = json.loads(raw)["url"]
+                except (ValueError, KeyError, TypeError):
+                    logger.warning("Ignoring a malformed Loki endpoint from %s", unit.name)
+                    continue
+                targets[f"loki-{relation.id}-{unit.name.replace('/', '-')}"] = url
+        return targets
+
+    def publish_app(self) -> None:
+        """Leader: the topology and the LogQL alert rules."""
+        relations = self._model.relations[RELATION]
+        if not relations:
+            return
+        fingerprint = rules.rules_fingerprint(rules.LOKI_RULES, self._topology)
+        alert_rules: str | None = None
+        metadata = json.dumps(self._topology.scrape_metadata())
+        for relation in relations:
+            databag = relation.data[self._model.app]
+            stale = fingerprint != self._stored.loki_rules_fingerprint
+            if stale or "alert_rules" not in databag:
+                alert_rules = alert_rules or rules.alert_rules(
+                    rules.LOKI_RULES, self._topology, "logql"
+                )
+                databag["alert_rules"] = alert_rules
+            update_databag(databag, {"metadata": metadata})
+        self._stored.loki_rules_fingerprint = fingerprint

@@ -1,0 +1,94 @@
+"""`metrics-endpoint` (prometheus_scrape provider): one https scrape job for every node.
+
+Contract (charm-relation-interfaces prometheus_scrape v0): the app databag holds JSON
+`scrape_jobs`, `scrape_metadata` and `alert_rules`; each unit databag holds
+`prometheus_scrape_unit_address` and `prometheus_scrape_unit_name`, which Prometheus uses to
+expand the `*:2113` target into one target per unit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import ops
+
+from cos import rules
+from cos.publish import update_databag
+from cos.topology import Topology
+from workload import paths
+
+logger = logging.getLogger(__name__)
+
+RELATION = "metrics-endpoint"
+# The KurrentDB user Prometheus scrapes as: in no group, so it may only do what any
+# authenticated user may (read /metrics and /stats).
+SCRAPE_USER = "charm-metrics"
+
+
+def scrape_job(ca_certificate: str, password: str, interval_seconds: int) -> dict:
+    """KurrentDB's /metrics over https, trusting only the cluster's CA."""
+    return {
+        "job_name": "kurrentdb",
+        "metrics_path": "/metrics",
+        "scheme": "https",
+        "scrape_interval": f"{interval_seconds}s",
+        # Every unit's pod name, as published in its unit databag; the node certificates
+        # carry those names, so TLS verification holds.
+        "static_configs": [{"targets": [f"*:{paths.HTTP_PORT}"]}],
+        # The Prometheus charm writes this CA certificate (content, not a path) to a file.
+        "tls_config": {"ca_file": ca_certificate},
+        "basic_auth": {"username": SCRAPE_USER, "password": password},
+    }
+
+
+class MetricsEndpoint:
+    """Publishes scrape jobs, unit addresses and alert rules to every Prometheus."""
+
+    def __init__(
+        self, model: ops.Model, topology: Topology, stored: ops.framework.BoundStoredState
+    ):
+        self._model = model
+        self._topology = topology
+        self._stored = stored
+        self._stored.set_default(prometheus_rules_fingerprint="")
+
+    @property
+    def relations(self) -> list[ops.Relation]:
+        """Every related Prometheus."""
+        return list(self._model.relations[RELATION])
+
+    def publish_unit_address(self, address: str) -> None:
+        """This unit's scrape address (its pod's stable DNS name)."""
+        for relation in self.relations:
+            update_databag(
+                relation.data[self._model.unit],
+                {
+                    "prometheus_scrape_unit_address": address,
+                    "prometheus_scrape_unit_name": self._model.unit.name,
+                },
+            )
+
+    def publish_app(self, ca_certificate: str, password: str, interval_seconds: int) -> None:
+        """Leader: the scrape job, the topology and the alert rules."""
+        if not self.relations:
+            return
+        fingerprint = rules.rules_fingerprint(rules.PROMETHEUS_RULES, self._topology)
+        alert_rules: str | None = None
+        data = {
+            "scrape_jobs": json.dumps([scrape_job(ca_certificate, password, interval_seconds)]),
+            "scrape_metadata": json.dumps(self._topology.scrape_metadata()),
+        }
+        for relation in self.relations:
+            databag = relation.data[self._model.app]
+            stale = fingerprint != self._stored.prometheus_rules_fingerprint
+            if stale or "alert_rules" not in databag:
+                alert_rules = alert_rules or rules.alert_rules(
+                    rules.PROMETHEUS_RULES, self._topology, "promql"
+                )
+                databag["alert_rules"] = alert_rules
+            if update_databag(databag, data):
+                logger.info(
+                    "Updated the scrape job for %s", relation.app.name if relation.app else "?"
+                )
+        self._stored.prometheus_rules_fingerprint = fingerprint

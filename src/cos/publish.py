@@ -1,0 +1,17 @@
+"""Write relation data only when it changed (each write wakes the other side)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import ops
+
+
+def update_databag(databag: ops.RelationDataContent, data: Mapping[str, str]) -> bool:
+    """Set the given keys; return whether anything changed."""
+    changed = False
+    for key, value in data.items():
+        if databag.get(key) != value:
+            databag[key] = value
+            changed = True
+    return changed
