@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import ops
 
 from cluster import ClusterPlan, UnitReport
+from databag import update_databag
 from tls import KeyPair, NodeCertificate
 
 logger = logging.getLogger(__name__)
@@ -176,10 +177,7 @@ class CharmState:
         relation = self.peer_relation
         if relation is None:
             return
-        databag = relation.data[self._model.unit]
-        for key, value in report.to_databag().items():
-            if databag.get(key, "") != value:
-                databag[key] = value
+        update_databag(relation.data[self._model.unit], report.to_databag())
 
     def cluster_plan(self) -> ClusterPlan:
         """The leader's current plan (empty before the leader wrote one)."""
@@ -193,10 +191,7 @@ class CharmState:
         relation = self.peer_relation
         if relation is None:
             return
-        databag = relation.data[self._model.app]
-        for key, value in plan.to_databag().items():
-            if databag.get(key, "") != value:
-                databag[key] = value
+        update_databag(relation.data[self._model.app], plan.to_databag())
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ import pathlib
 
 import ops
 
-from cos.publish import update_databag
 from cos.topology import Topology
+from databag import update_databag
 
 RELATION = "grafana-dashboard"
 DASHBOARDS_DIR = pathlib.Path(__file__).resolve().parents[2] / "src" / "grafana_dashboards"

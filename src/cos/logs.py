@@ -15,8 +15,8 @@ import logging
 import ops
 
 from cos import rules
-from cos.publish import update_databag
 from cos.topology import Topology
+from databag import update_databag
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +60,10 @@ class LogForwarding:
         relations = self._model.relations[RELATION]
         if not relations:
             return
-        fingerprint = rules.rules_fingerprint(rules.LOKI_RULES, self._topology)
-        alert_rules: str | None = None
+        databags = [relation.data[self._model.app] for relation in relations]
+        self._stored.loki_rules_fingerprint = rules.publish_alert_rules(
+            databags, rules.LOKI_RULES, self._topology, "logql", self._stored.loki_rules_fingerprint
+        )
         metadata = json.dumps(self._topology.scrape_metadata())
-        for relation in relations:
-            databag = relation.data[self._model.app]
-            stale = fingerprint != self._stored.loki_rules_fingerprint
-            if stale or "alert_rules" not in databag:
-                alert_rules = alert_rules or rules.alert_rules(
-                    rules.LOKI_RULES, self._topology, "logql"
-                )
-                databag["alert_rules"] = alert_rules
+        for databag in databags:
             update_databag(databag, {"metadata": metadata})
-        self._stored.loki_rules_fingerprint = fingerprint

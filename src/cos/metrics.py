@@ -14,8 +14,8 @@ import logging
 import ops
 
 from cos import rules
-from cos.publish import update_databag
 from cos.topology import Topology
+from databag import update_databag
 from workload import paths
 
 logger = logging.getLogger(__name__)
@@ -73,22 +73,18 @@ class MetricsEndpoint:
         """Leader: the scrape job, the topology and the alert rules."""
         if not self.relations:
             return
-        fingerprint = rules.rules_fingerprint(rules.PROMETHEUS_RULES, self._topology)
-        alert_rules: str | None = None
         data = {
             "scrape_jobs": json.dumps([scrape_job(ca_certificate, password, interval_seconds)]),
             "scrape_metadata": json.dumps(self._topology.scrape_metadata()),
         }
-        for relation in self.relations:
-            databag = relation.data[self._model.app]
-            stale = fingerprint != self._stored.prometheus_rules_fingerprint
-            if stale or "alert_rules" not in databag:
-                alert_rules = alert_rules or rules.alert_rules(
-                    rules.PROMETHEUS_RULES, self._topology, "promql"
-                )
-                databag["alert_rules"] = alert_rules
+        databags = [relation.data[self._model.app] for relation in self.relations]
+        self._stored.prometheus_rules_fingerprint = rules.publish_alert_rules(
+            databags,
+            rules.PROMETHEUS_RULES,
+            self._topology,
+            "promql",
+            self._stored.prometheus_rules_fingerprint,
+        )
+        for databag in databags:
             if update_databag(databag, data):
-                logger.info(
-                    "Updated the scrape job for %s", relation.app.name if relation.app else "?"
-                )
-        self._stored.prometheus_rules_fingerprint = fingerprint
+                logger.info("Updated the KurrentDB scrape job")

@@ -7,6 +7,8 @@ import json
 import pathlib
 from typing import Literal
 
+import ops
+
 from cos.topology import Topology
 
 CHARM_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -33,3 +35,24 @@ def alert_rules(
     if directory.is_dir():
         rules.add_path(directory, recursive=True)
     return json.dumps(rules.as_dict(), sort_keys=True)
+
+
+def publish_alert_rules(
+    databags: list[ops.RelationDataContent],
+    directory: pathlib.Path,
+    topology: Topology,
+    query_type: Literal["promql", "logql"],
+    last_fingerprint: str,
+) -> str:
+    """Write `alert_rules` where it is missing or stale; return the fingerprint to keep.
+
+    Building the rules loads cosl (about 0.2 s), so it happens only when a rule file or the
+    topology changed, or a new relation has none yet.
+    """
+    fingerprint = rules_fingerprint(directory, topology)
+    built: str | None = None
+    for databag in databags:
+        if fingerprint != last_fingerprint or "alert_rules" not in databag:
+            built = built or alert_rules(directory, topology, query_type)
+            databag["alert_rules"] = built
+    return fingerprint
