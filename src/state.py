@@ -66,6 +66,9 @@ class CharmState:
 
     def __init__(self, model: ops.Model):
         self._model = model
+        # Secret contents read in this hook: each read is a hook-tool call, and the charm
+        # asks for the CA and passwords several times per hook.
+        self._secret_cache: dict[str, dict[str, str]] = {}
 
     @property
     def peer_relation(self) -> ops.Relation | None:
@@ -196,6 +199,8 @@ class CharmState:
     # --- helpers --------------------------------------------------------------------------
 
     def _app_secret_content(self, key: str) -> dict[str, str] | None:
+        if key in self._secret_cache:
+            return self._secret_cache[key]
         relation = self.peer_relation
         if relation is None:
             return None
@@ -203,15 +208,18 @@ class CharmState:
         if not secret_id:
             return None
         try:
-            return self._model.get_secret(id=secret_id).get_content(refresh=True)
+            content = self._model.get_secret(id=secret_id).get_content(refresh=True)
         except (ops.SecretNotFoundError, ops.ModelError) as e:
             logger.warning("Cannot read the app secret %s: %s", key, type(e).__name__)
             return None
+        self._secret_cache[key] = content
+        return content
 
     def _save_app_secret(self, key: str, content: dict[str, str], description: str) -> None:
         relation = self.peer_relation
         if relation is None:
             raise RuntimeError("the peer relation does not exist yet")
+        self._secret_cache[key] = dict(content)
         secret_id = relation.data[self._model.app].get(key)
         if secret_id:
             self._model.get_secret(id=secret_id).set_content(content)
