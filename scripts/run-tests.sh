@@ -111,7 +111,38 @@ ensure_charmcraft() {  # its own venv: its dependencies conflict with the charm'
 #   an S3 server (radosgw, or moto from uv.lock) for the backup tests
 # Keep it idempotent and cheap when already installed (check before apt-get; sudo if not root).
 install_system_deps() {
-  :
+  # promtool (Debian package `prometheus`): tests/unit/test_alert_rules.py checks and unit-tests
+  # src/prometheus_alert_rules with it. An explicit PROMTOOL wins; else PATH; else apt-get.
+  # Installing never starts the Prometheus daemon where policy-rc.d forbids it (containers).
+  local promtool=""
+  if [[ -n ${PROMTOOL:-} ]]; then
+    promtool=$(type -P "$PROMTOOL") || { echo "PROMTOOL=$PROMTOOL is not an executable" >&2; return 1; }
+  else
+    promtool=$(type -P promtool || true)
+  fi
+  if [[ -z $promtool ]]; then
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+      if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+      else
+        echo "promtool is missing and installing it needs root (or password-less sudo):" >&2
+        echo "  apt-get install -y --no-install-recommends prometheus" >&2
+        return 1
+      fi
+    fi
+    echo "promtool not found: installing Debian's prometheus package"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    promtool=$(type -P promtool || true)
+  fi
+  if [[ -z $promtool || ! -x $promtool ]]; then
+    echo "promtool is not usable (${promtool:-not found}): the alert rule tests need it" >&2
+    return 1
+  fi
+  export PROMTOOL=$promtool  # the alert rule tests skip only when promtool is absent
+  echo "promtool: $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -n1))"
 }
 
 run() { uv run --no-sync "$@"; }  # tools from the project venv made by `uv sync`
