@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -57,7 +60,7 @@ class Node:
         # `restart-pending` survives a hook that fails between pushing a file and
         # restarting, so the restart is never lost.
         self._stored = stored
-        self._stored.set_default(restart_pending=False)
+        self._stored.set_default(restart_pending=False, applied_fingerprint="")
 
     @property
     def restart_pending(self) -> bool:
@@ -80,7 +83,6 @@ class Node:
         A running node that needs a restart is only marked `restart_pending`: restarts are
         scheduled cluster-wide, see `restart`.
         """
-        self.workload.ensure_data_ownership()
         options = render.kurrentdb_options(config, identity, view)
         files = DesiredFiles(
             config=render.render_config_file(options),
@@ -88,19 +90,26 @@ class Node:
             node_private_key=certificate.private_key,
             ca_certificate=ca.certificate,
         )
-        change = max(
-            self.workload.apply_files(files),
-            self.workload.apply_layer(render.pebble_layer(passwords.initial)),
-        )
+        layer = render.pebble_layer(passwords.initial)
+        fingerprint = _fingerprint(files, layer)
+        running = self.workload.is_running()
+        if running and fingerprint == self._stored.applied_fingerprint:
+            # Nothing KurrentDB reads changed since it was applied to this running
+            # container (a new container always comes with pebble-ready and a stopped
+            # service): skip reading every file back through Pebble.
+            return Change.NONE
+        self.workload.ensure_data_ownership()
+        change = max(self.workload.apply_files(files), self.workload.apply_layer(layer))
         if change == Change.RESTART:
             self._stored.restart_pending = True
-        if not self.workload.is_running():
+        if not running:
             if may_start:
                 # A stopped node starts with the current files: nothing to roll.
                 self.workload.start()
                 self._stored.restart_pending = False
         elif change == Change.RELOAD:
             self.workload.reload()
+        self._stored.applied_fingerprint = fingerprint
         return change
 
     def restart(self) -> None:
@@ -150,6 +159,11 @@ class Node:
 
         wait_for(back, "the restarted node to be back in sync")
         return last[-1] if last else probe()
+
+
+def _fingerprint(files: DesiredFiles, layer: dict) -> str:
+    text = json.dumps([dataclasses.asdict(files), layer], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _caught_up(info: NodeInfo, gossip: ClusterGossip, own_host: str) -> bool:
