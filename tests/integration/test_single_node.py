@@ -82,8 +82,10 @@ def test_runs_as_non_root_and_owns_its_volume(deployed: jubilant.Juju):
     # The image has no procps: find the server's process through /proc.
     owner = in_workload(
         deployed,
-        "for p in /proc/[0-9]*; do grep -q KurrentDB $p/cmdline 2>/dev/null"
-        " && awk '/^Uid:/{print $2}' $p/status && break; done",
+        # (match the start of the command line: this shell's own contains the path too)
+        "for p in /proc/[0-9]*; do"
+        ' [ "$(head -c 24 $p/cmdline 2>/dev/null)" = /opt/kurrentdb/KurrentDB ]'
+        " && grep '^Uid:' $p/status | cut -f2 && break; done",
     )
     assert owner.split()[0] == uid
     assert in_workload(deployed, "stat -c %a /etc/kurrentdb/certs/node.key").strip() == "600"
