@@ -42,11 +42,9 @@ class KurrentDBCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
-        self._stored.set_default(
-            last_good_config=None, pod_role_label=None, metrics_user_password_hash=""
-        )
+        self._stored.set_default(last_good_config=None, pod_role_label=None)
         self.state = CharmState(self.model)
-        self.security = Security(self.model, self.state)
+        self.security = Security(self.model, self.state, self._stored)
         self.node = Node(KurrentDBWorkload(self.unit.get_container(paths.CONTAINER)), self._stored)
         self.identity = NodeIdentity(
             app=self.app.name,
@@ -168,34 +166,11 @@ class KurrentDBCharm(ops.CharmBase):
         self.dashboards.publish()
         self.logs.publish_app()
         if self.metrics.relations:
-            password = self._metrics_user_password()
+            password = self.security.scrape_user_password(
+                metrics.SCRAPE_USER, "Prometheus scraper (kurrentdb charm)", self._admin_client_now
+            )
             if password is not None:
                 self.metrics.publish_app(ca.certificate, password, config.scrape_interval)
-
-    def _metrics_user_password(self) -> str | None:
-        """Leader: the scrape user's password, once that user exists in KurrentDB."""
-        import hashlib
-
-        from kurrentdb_api import KurrentDBError
-
-        password = self.state.metrics_password()
-        if password is None:
-            password = credentials.generate_password()
-            self.state.save_metrics_password(password)
-        applied = hashlib.sha256(password.encode()).hexdigest()
-        if applied != self._stored.metrics_user_password_hash:
-            try:
-                credentials.ensure_user(
-                    self._admin_client_now(),
-                    metrics.SCRAPE_USER,
-                    "Prometheus scraper (kurrentdb charm)",
-                    password,
-                )
-            except KurrentDBError as e:
-                logger.warning("Cannot create the metrics user yet: %s", e)
-                return None
-            self._stored.metrics_user_password_hash = applied
-        return password
 
     def _effective_config(self) -> CharmConfig | None:
         """The config to run with: the current one, or the last good one while it is bad."""

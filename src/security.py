@@ -6,6 +6,7 @@ node certificate current (right SANs, signed by the current CA, not close to exp
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -26,9 +27,11 @@ logger = logging.getLogger(__name__)
 class Security:
     """Creates and renews the charm's TLS material and credentials."""
 
-    def __init__(self, model: ops.Model, state: CharmState):
+    def __init__(self, model: ops.Model, state: CharmState, stored: ops.framework.BoundStoredState):
         self._model = model
         self._state = state
+        self._stored = stored
+        self._stored.set_default(scrape_user_applied="")
 
     def ensure_app_material(self, chosen_passwords: Mapping[str, str]) -> None:
         """Leader only: create the internal CA and the system passwords if missing."""
@@ -62,6 +65,32 @@ class Security:
         return credentials.rotate_passwords(
             passwords, wanted, client_for, self._state.save_system_passwords
         )
+
+    def scrape_user_password(
+        self, login: str, full_name: str, client: Callable[[], KurrentDBClient]
+    ) -> str | None:
+        """Leader: the password of the user Prometheus scrapes as, once that user exists.
+
+        The password lives in an app secret; the user is created (or its password reset)
+        through the users API whenever the stored password is not the one last applied.
+        Returns None while KurrentDB cannot be reached.
+        """
+        from kurrentdb_api import KurrentDBError
+
+        password = self._state.metrics_password()
+        if password is None:
+            password = credentials.generate_password()
+            self._state.save_metrics_password(password)
+        applied = hashlib.sha256(f"{login}:{password}".encode()).hexdigest()
+        if applied == self._stored.scrape_user_applied:
+            return password
+        try:
+            credentials.ensure_user(client(), login, full_name, password)
+        except KurrentDBError as e:
+            logger.warning("Cannot create the KurrentDB user %r yet: %s", login, e)
+            return None
+        self._stored.scrape_user_applied = applied
+        return password
 
     @staticmethod
     def rotation_pending(passwords: SystemPasswords, wanted: Mapping[str, str]) -> bool:
