@@ -283,12 +283,26 @@ class KurrentDBCharm(ops.CharmBase):
         self._stored.pod_role_label = role
 
     def _on_leaving(self, event: ops.EventBase) -> None:
-        """Before this node goes away, make sure it is not the leader."""
+        """Before this node goes away: hand leadership over, let the others catch up.
+
+        Decided from the node's own gossip, not peer data: storage-detaching runs after
+        the peer relation is gone.
+        """
         if not self.node.workload.can_connect() or not self.node.workload.is_running():
             return
-        if self._node_health().role == "Leader" and len(self.state.cluster_plan().members) > 1:
+        health = self.node.health(self._anonymous_client(), self.identity.pod_fqdn, True)
+        others = [
+            m
+            for m in (health.gossip.alive_members if health.gossip else ())
+            if m.http_host != self.identity.pod_fqdn
+        ]
+        if not others:
+            return
+        if health.role == "Leader":
             logger.info("Handing KurrentDB leadership over before leaving")
             self.node.resign_and_wait(self._admin_client_now(), self.identity.pod_fqdn)
+        # Events this node acknowledged must be on the nodes that stay.
+        self.node.wait_until_others_in_sync(self._anonymous_client(), self.identity.pod_fqdn)
 
     # --- status ---------------------------------------------------------------------------
 

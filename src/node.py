@@ -149,6 +149,23 @@ class Node:
 
         return wait_for(new_leader, "another node to become leader")
 
+    def wait_until_others_in_sync(self, client: KurrentDBClient, own_host: str) -> bool:
+        """Wait (bounded) until every other alive node has the leader's log."""
+
+        def in_sync() -> bool:
+            gossip = client.gossip()
+            leader = gossip.leader
+            if leader is None:
+                return False
+            return all(
+                cluster.lag_bytes(leader.writer_checkpoint, m.writer_checkpoint)
+                <= cluster.CATCH_UP_BYTES
+                for m in gossip.alive_members
+                if m.http_host != own_host
+            )
+
+        return wait_for(in_sync, "the other nodes to catch up before leaving")
+
     def wait_until_serving(self, probe: Callable[[], NodeHealth]) -> NodeHealth:
         """After a restart: wait (bounded) until the node is back and caught up."""
         last: list[NodeHealth] = []

@@ -202,14 +202,19 @@ class CharmState:
         if key in self._secret_cache:
             return self._secret_cache[key]
         relation = self.peer_relation
-        if relation is None:
-            return None
-        secret_id = relation.data[self._model.app].get(key)
-        if not secret_id:
-            return None
+        secret_id = relation.data[self._model.app].get(key) if relation is not None else None
+        # The label lets a leaving unit find the secret after its peer relation is gone
+        # (storage-detaching runs after relation-broken).
+        label = f"kurrentdb-{key.removesuffix('-secret-id')}"
         try:
-            content = self._model.get_secret(id=secret_id).get_content(refresh=True)
-        except (ops.SecretNotFoundError, ops.ModelError) as e:
+            if secret_id:
+                secret = self._model.get_secret(id=secret_id, label=label)
+            else:
+                secret = self._model.get_secret(label=label)
+            content = secret.get_content(refresh=True)
+        except ops.SecretNotFoundError:
+            return None
+        except ops.ModelError as e:
             logger.warning("Cannot read the app secret %s: %s", key, type(e).__name__)
             return None
         self._secret_cache[key] = content

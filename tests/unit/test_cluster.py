@@ -320,3 +320,23 @@ def test_unit_status_says_what_it_waits_for(unit, report, pending, plan_, expect
     from cluster_status import unit_waiting_status
 
     assert unit_waiting_status(unit, plan_, report, pending) == expected
+
+
+def test_leaving_leader_resigns_even_after_the_peer_relation_is_gone(
+    ctx, volumes, internal_ca, kurrentdb
+):
+    # storage-detaching runs after relation-broken: the charm finds its secrets by label.
+    kurrentdb.members = three_node_gossip(kurrentdb)
+    state = clustered_state(volumes, internal_ca)
+    state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    labels = {"certificate": "kurrentdb-ca", "admin-password": "kurrentdb-passwords"}
+    secrets = {
+        dataclasses.replace(s, label=next(v for k, v in labels.items() if k in s.tracked_content))
+        if s.owner == "app"
+        else s
+        for s in state.secrets
+    }
+    gone = dataclasses.replace(state, relations=set(), secrets=secrets)
+    ctx.run(ctx.on.storage_detaching(next(iter(state.storages))), gone)
+    assert kurrentdb.resign_count == 1
+    assert [r.user for r in kurrentdb.requests if r.path == "/admin/node/resign"] == ["admin"]
