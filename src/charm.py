@@ -13,19 +13,18 @@ from typing import TYPE_CHECKING
 
 import ops
 
-import cluster
 import credentials
 from cluster_status import app_status, cluster_rows, unit_waiting_status
 from config import CharmConfig, ConfigError, parse_config
+from coordinator import ClusterCoordinator
 from cos import dashboards, logs, metrics
 from cos.topology import Topology
-from node import Node, NodeHealth
+from node import Node
 from security import Security
 from state import PEER_RELATION, SYSTEM_USERS, CharmState
 from tls import KeyPair
 from workload import paths
 from workload.kurrentdb import KurrentDBWorkload, WorkloadUserMissingError
-from workload.render import ClusterView, NodeIdentity
 
 if TYPE_CHECKING:
     from kurrentdb_api import KurrentDBClient
@@ -42,15 +41,19 @@ class KurrentDBCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
-        self._stored.set_default(last_good_config=None, pod_role_label=None)
+        self._stored.set_default(last_good_config=None)
         self.state = CharmState(self.model)
         self.security = Security(self.model, self.state, self._stored)
         self.node = Node(KurrentDBWorkload(self.unit.get_container(paths.CONTAINER)), self._stored)
-        self.identity = NodeIdentity(
-            app=self.app.name,
-            unit_number=cluster.unit_number(self.unit.name),
-            model=self.model.name,
+        self.cluster = ClusterCoordinator(
+            self,
+            self.state,
+            self.node,
+            self._stored,
+            self._anonymous_client,
+            self._admin_client_now,
         )
+        self.identity = self.cluster.identity
         self.topology = Topology(
             model=self.model.name,
             model_uuid=self.model.uuid,
@@ -63,8 +66,6 @@ class KurrentDBCharm(ops.CharmBase):
         self.logs = logs.LogForwarding(self.model, self.topology, self._stored)
         # Problems found while reconciling, shown by the status path in the same hook.
         self._problems: list[ops.StatusBase] = []
-        self._health: NodeHealth | None = None
-        self._settings = ""
 
         container = self.on[paths.CONTAINER]
         peers = self.on[PEER_RELATION]
@@ -110,17 +111,17 @@ class KurrentDBCharm(ops.CharmBase):
             return
         chosen = self._chosen_passwords(config)
         self.security.ensure_app_material(chosen or {})
-        self._publish_address()
+        self.cluster.publish_address()
         self._forward_logs_and_publish_address(event)
         if self.unit.is_leader():
-            self._schedule()
+            self.cluster.schedule()
         ca, passwords = self.state.internal_ca(), self.state.system_passwords()
-        view = self._cluster_view()
+        view = self.cluster.view()
         if ca is None or passwords is None or view is None or not self.node.workload.can_connect():
             return  # the status path says what is missing
         certificate = self.security.node_certificate(ca, self.identity)
         plan, report = self.state.cluster_plan(), self.state.own_report()
-        self._settings = cluster.settings_fingerprint(config.to_stored(), plan.members)
+        self.cluster.note_settings(config.to_stored(), plan.members)
         may_start = report.started or self.unit.name in plan.fresh_allowed
         try:
             was_running = self.node.workload.is_running()
@@ -129,16 +130,18 @@ class KurrentDBCharm(ops.CharmBase):
             )
             if not was_running and self.node.workload.is_running():
                 # A (re)started process runs the current membership.
-                self._report(started=True, running_members=plan.members, restart_wanted=False)
-            self._report_health()
+                self.cluster.report(
+                    started=True, running_members=plan.members, restart_wanted=False
+                )
+            self.cluster.report_health(self.node.restart_pending)
             if self.unit.is_leader():
-                self._schedule()  # react to this unit's own report at once
+                self.cluster.schedule()  # react to this unit's own report at once
             plan = self.state.cluster_plan()
             if self.node.restart_pending and plan.restart_grant == self.unit.name:
-                self._restart_in_turn(plan.members)
-                self._report_health()
+                self.cluster.restart_in_turn(plan.members)
+                self.cluster.report_health(self.node.restart_pending)
                 if self.unit.is_leader():
-                    self._schedule()  # release the grant if this node is back in sync
+                    self.cluster.schedule()  # release the grant if this node is back in sync
         except WorkloadUserMissingError as e:
             self._problems.append(ops.BlockedStatus(str(e)))
             return
@@ -212,97 +215,9 @@ class KurrentDBCharm(ops.CharmBase):
 
     # --- cluster --------------------------------------------------------------------------
 
-    def _publish_address(self) -> None:
-        report = self.state.own_report()
-        if report.address != self.identity.pod_fqdn:
-            self._report(address=self.identity.pod_fqdn)
-
-    def _schedule(self) -> None:
-        """Leader: membership, which new units may start, which unit restarts next."""
-        current = self.state.cluster_plan()
-        new = cluster.plan(current, self.state.unit_reports(), self.app.planned_units())
-        if new != current:
-            logger.info(
-                "Cluster plan: members %s, may start %s, restart grant %s",
-                ", ".join(new.members),
-                ", ".join(new.fresh_allowed) or "-",
-                new.restart_grant,
-            )
-            self.state.save_cluster_plan(new)
-
-    def _cluster_view(self) -> ClusterView | None:
-        """The membership to render, None until the leader has made this unit a member."""
-        members = self.state.cluster_plan().members
-        if self.unit.name not in members:
-            return None
-        peers = [self._identity_of(u).pod_fqdn for u in members if u != self.unit.name]
-        return ClusterView(size=len(members), peer_fqdns=tuple(peers))
-
-    def _restart_in_turn(self, members: tuple[str, ...]) -> None:
-        """This unit holds the restart grant: hand leadership over, restart, wait until back."""
-        role = self._node_health().role
-        leading = role in cluster.LEADING_ROLES and len(self.state.own_report().running_members) > 1
-        if leading and not self.node.resign_and_wait(
-            self._admin_client_now(),
-            self.identity.pod_fqdn,
-            already_resigning=role == "ResigningLeader",
-        ):
-            return  # keep the grant; a later hook checks for the new leader again
-        logger.info("Restarting KurrentDB into a %d-node cluster", len(members))
-        self.node.restart()
-        self._report(running_members=members, restart_wanted=False, role=None, caught_up=False)
-        self._health = self.node.wait_until_serving(self._probe)
-
-    def _report_health(self) -> None:
-        health = self._node_health()
-        report = self.state.own_report()
-        self._report(
-            role=health.role,
-            caught_up=health.caught_up,
-            has_data=report.has_data or (health.serving and health.caught_up),
-            restart_wanted=self.node.restart_pending,
-            settings=self._settings,
-        )
-        self._label_pod(health.role)
-
-    def _report(self, **changes: object) -> None:
-        import dataclasses
-
-        report = dataclasses.replace(self.state.own_report(), **changes)  # type: ignore[arg-type]
-        self.state.save_own_report(report)
-
-    def _label_pod(self, role: str | None) -> None:
-        """Show the node's role where Kubernetes users look: a label on the pod."""
-        if role is None or role == self._stored.pod_role_label:
-            return
-        import kubernetes
-
-        # Remembered even when the patch fails, so a missing permission costs one API call
-        # per role change rather than one per hook.
-        kubernetes.label_pod(self.identity.pod_name, self.model.name, role)
-        self._stored.pod_role_label = role
-
-    def _on_leaving(self, event: ops.EventBase) -> None:
-        """Before this node goes away: hand leadership over, let the others catch up.
-
-        Decided from the node's own gossip, not peer data: storage-detaching runs after
-        the peer relation is gone.
-        """
-        if not self.node.workload.can_connect() or not self.node.workload.is_running():
-            return
-        health = self.node.health(self._anonymous_client(), self.identity.pod_fqdn, True)
-        others = [
-            m
-            for m in (health.gossip.alive_members if health.gossip else ())
-            if m.http_host != self.identity.pod_fqdn
-        ]
-        if not others:
-            return
-        if health.role == "Leader":
-            logger.info("Handing KurrentDB leadership over before leaving")
-            self.node.resign_and_wait(self._admin_client_now(), self.identity.pod_fqdn)
-        # Events this node acknowledged must be on the nodes that stay.
-        self.node.wait_until_others_in_sync(self._anonymous_client(), self.identity.pod_fqdn)
+    def _on_leaving(self, _: ops.EventBase) -> None:
+        if self.node.workload.can_connect() and self.node.workload.is_running():
+            self.cluster.leave()
 
     # --- status ---------------------------------------------------------------------------
 
@@ -327,7 +242,7 @@ class KurrentDBCharm(ops.CharmBase):
         if not self.node.workload.is_running():
             event.add_status(ops.WaitingStatus("KurrentDB is not running yet"))
             return
-        health = self._node_health()
+        health = self.cluster.health()
         if health.info is None:
             event.add_status(ops.WaitingStatus(f"KurrentDB is not answering: {health.problem}"))
             return
@@ -340,15 +255,6 @@ class KurrentDBCharm(ops.CharmBase):
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         if self.unit.is_leader() and self.state.peer_relation is not None:
             event.add_status(app_status(self.state.cluster_plan(), self.state.unit_reports()))
-
-    def _node_health(self) -> NodeHealth:
-        if self._health is None:
-            self._health = self._probe()
-        return self._health
-
-    def _probe(self) -> NodeHealth:
-        clustered = len(self.state.cluster_plan().members) > 1
-        return self.node.health(self._anonymous_client(), self.identity.pod_fqdn, clustered)
 
     # --- actions --------------------------------------------------------------------------
 
@@ -371,16 +277,13 @@ class KurrentDBCharm(ops.CharmBase):
         except KurrentDBError as e:
             event.fail(f"this unit's KurrentDB did not answer ({e}); run it on another unit")
             return
-        units = {self._identity_of(u).pod_fqdn: u for u in self.state.unit_reports()}
+        units = {self.cluster.identity_of(u).pod_fqdn: u for u in self.state.unit_reports()}
         rows, table = cluster_rows(gossip, units)
         event.set_results({"nodes": rows, "table": table})
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _identity_of(self, unit: str) -> NodeIdentity:
-        return NodeIdentity(
-            app=self.app.name, unit_number=cluster.unit_number(unit), model=self.model.name
-        )
+    # --- KurrentDB API clients -------------------------------------------------------------
 
     def _anonymous_client(self) -> KurrentDBClient:
         from kurrentdb_api import KurrentDBClient
