@@ -56,6 +56,8 @@ def assert_safe(step: StepResult, leader_last: bool = True) -> None:
 def test_deploy(sim: Simulation, scenario: str):
     deploy, noop = run(sim, scenario)
     assert_healthy_cluster(sim)
+    assert_safe(deploy)
+    assert_safe(noop)
     # A new cluster starts every node once, at its final size: no restart at all.
     assert deploy.restarts == {}
     assert noop.restarts == {} and noop.write_unavailable_ticks == 0
