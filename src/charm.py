@@ -215,9 +215,11 @@ class KurrentDBCharm(ops.CharmBase):
 
     # --- cluster --------------------------------------------------------------------------
 
-    def _on_leaving(self, _: ops.EventBase) -> None:
+    def _on_leaving(self, event: ops.EventBase) -> None:
         if self.node.workload.can_connect() and self.node.workload.is_running():
-            self.cluster.leave()
+            # A stopping pod has 30 s before Kubernetes kills it; a unit being removed
+            # (storage-detaching, departing) can take its time.
+            self.cluster.leave(timeout=10.0 if isinstance(event, ops.StopEvent) else None)
 
     # --- status ---------------------------------------------------------------------------
 

@@ -139,11 +139,11 @@ class ClusterCoordinator:
         self.report(running_members=members, restart_wanted=False, role=None, caught_up=False)
         self._health = self._node.wait_until_serving(self._probe)
 
-    def leave(self) -> None:
+    def leave(self, timeout: float | None = None) -> None:
         """Before this node goes away: hand leadership over, let the others catch up.
 
         Decided from the node's own gossip, not peer data: storage-detaching runs after
-        the peer relation is gone.
+        the peer relation is gone. ``timeout`` bounds each wait.
         """
         health = self._node.health(self._anonymous_client(), self.identity.pod_fqdn, True)
         others = [
@@ -155,9 +155,13 @@ class ClusterCoordinator:
             return
         if health.role == "Leader":
             logger.info("Handing KurrentDB leadership over before leaving")
-            self._node.resign_and_wait(self._admin_client(), self.identity.pod_fqdn)
+            self._node.resign_and_wait(
+                self._admin_client(), self.identity.pod_fqdn, timeout=timeout
+            )
         # Events this node acknowledged must be on the nodes that stay.
-        self._node.wait_until_others_in_sync(self._anonymous_client(), self.identity.pod_fqdn)
+        self._node.wait_until_others_in_sync(
+            self._anonymous_client(), self.identity.pod_fqdn, timeout
+        )
 
     def _label_pod(self, role: str | None) -> None:
         """Show the node's role where Kubernetes users look: a label on the pod."""

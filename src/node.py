@@ -131,7 +131,12 @@ class Node:
         return NodeHealth(info=info, gossip=gossip, caught_up=_caught_up(info, gossip, own_host))
 
     def resign_and_wait(
-        self, client: KurrentDBClient, own_host: str, *, already_resigning: bool = False
+        self,
+        client: KurrentDBClient,
+        own_host: str,
+        *,
+        already_resigning: bool = False,
+        timeout: float | None = None,
     ) -> bool:
         """Hand leadership over; True once another node leads."""
         from kurrentdb_api import KurrentDBError
@@ -147,9 +152,11 @@ class Node:
             gossip = client.gossip()
             return gossip.leader is not None and gossip.leader.http_host != own_host
 
-        return wait_for(new_leader, "another node to become leader")
+        return wait_for(new_leader, "another node to become leader", timeout)
 
-    def wait_until_others_in_sync(self, client: KurrentDBClient, own_host: str) -> bool:
+    def wait_until_others_in_sync(
+        self, client: KurrentDBClient, own_host: str, timeout: float | None = None
+    ) -> bool:
         """Wait (bounded) until every other alive node has the leader's log."""
 
         def in_sync() -> bool:
@@ -164,7 +171,7 @@ class Node:
                 if m.http_host != own_host
             )
 
-        return wait_for(in_sync, "the other nodes to catch up before leaving")
+        return wait_for(in_sync, "the other nodes to catch up before leaving", timeout)
 
     def wait_until_serving(self, probe: Callable[[], NodeHealth]) -> NodeHealth:
         """After a restart: wait (bounded) until the node is back and caught up."""
@@ -195,11 +202,16 @@ def _caught_up(info: NodeInfo, gossip: ClusterGossip, own_host: str) -> bool:
     )
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> bool:
-    """Poll `condition` until it holds or SETTLE_TIMEOUT passes; errors count as 'not yet'."""
+def wait_for(condition: Callable[[], bool], what: str, timeout: float | None = None) -> bool:
+    """Poll `condition` until it holds or the timeout (default SETTLE_TIMEOUT) passes.
+
+    KurrentDB errors count as 'not yet'.
+    """
     from kurrentdb_api import KurrentDBError
 
-    deadline = time.monotonic() + SETTLE_TIMEOUT
+    deadline = time.monotonic() + min(
+        SETTLE_TIMEOUT, timeout if timeout is not None else SETTLE_TIMEOUT
+    )
     while True:
         try:
             if condition():
