@@ -340,3 +340,19 @@ def test_leaving_leader_resigns_even_after_the_peer_relation_is_gone(
     ctx.run(ctx.on.storage_detaching(next(iter(state.storages))), gone)
     assert kurrentdb.resign_count == 1
     assert [r.user for r in kurrentdb.requests if r.path == "/admin/node/resign"] == ["admin"]
+
+
+def test_stopping_pod_hands_leadership_over(ctx, volumes, internal_ca, kurrentdb):
+    kurrentdb.members = three_node_gossip(kurrentdb)
+    state = clustered_state(volumes, internal_ca)
+    state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    ctx.run(ctx.on.stop(), state)
+    assert kurrentdb.resign_count == 1
+
+
+def test_single_node_never_resigns_when_leaving(ctx, volumes, internal_ca, kurrentdb):
+    kurrentdb.node.http_host = FQDN.format(0)  # gossip shows the node under its advertised name
+    state = unit_state(volumes, internal_ca)
+    state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    ctx.run(ctx.on.stop(), state)
+    assert kurrentdb.resign_count == 0
