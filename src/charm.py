@@ -238,9 +238,7 @@ class KurrentDBCharm(ops.CharmBase):
         plan, report = self.state.cluster_plan(), self.state.own_report()
         waiting = unit_waiting_status(self.unit.name, plan, report, self.node.restart_pending)
         if waiting is not None:
-            event.add_status(waiting)
-            if not self.node.workload.is_running():
-                return
+            event.add_status(waiting)  # outranks "not running yet", added next if so
         if not self.node.workload.is_running():
             event.add_status(ops.WaitingStatus("KurrentDB is not running yet"))
             return
@@ -282,8 +280,6 @@ class KurrentDBCharm(ops.CharmBase):
         units = {self.cluster.identity_of(u).pod_fqdn: u for u in self.state.unit_reports()}
         rows, table = cluster_rows(gossip, units)
         event.set_results({"nodes": rows, "table": table})
-
-    # --- helpers --------------------------------------------------------------------------
 
     # --- KurrentDB API clients -------------------------------------------------------------
 

@@ -215,3 +215,8 @@ def settings_fingerprint(config: Mapping[str, object], members: Sequence[str]) -
 def lag_bytes(leader_writer: int, member_writer: int) -> int:
     """How far a member's log is behind the leader's."""
     return max(0, leader_writer - member_writer)
+
+
+def caught_up(leader_writer: int, member_writer: int) -> bool:
+    """Whether a member's log is close enough to the leader's to count as in sync."""
+    return lag_bytes(leader_writer, member_writer) <= CATCH_UP_BYTES

@@ -165,8 +165,7 @@ class Node:
             if leader is None:
                 return False
             return all(
-                cluster.lag_bytes(leader.writer_checkpoint, m.writer_checkpoint)
-                <= cluster.CATCH_UP_BYTES
+                cluster.caught_up(leader.writer_checkpoint, m.writer_checkpoint)
                 for m in gossip.alive_members
                 if m.http_host != own_host
             )
@@ -197,9 +196,7 @@ def _caught_up(info: NodeInfo, gossip: ClusterGossip, own_host: str) -> bool:
     me = next((m for m in gossip.members if m.http_host == own_host), None)
     if leader is None or me is None or info.state not in cluster.SERVING_ROLES:
         return False
-    return (
-        cluster.lag_bytes(leader.writer_checkpoint, me.writer_checkpoint) <= cluster.CATCH_UP_BYTES
-    )
+    return cluster.caught_up(leader.writer_checkpoint, me.writer_checkpoint)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float | None = None) -> bool:
@@ -209,9 +206,8 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float | None = N
     """
     from kurrentdb_api import KurrentDBError
 
-    deadline = time.monotonic() + min(
-        SETTLE_TIMEOUT, timeout if timeout is not None else SETTLE_TIMEOUT
-    )
+    limit = SETTLE_TIMEOUT if timeout is None else min(timeout, SETTLE_TIMEOUT)
+    deadline = time.monotonic() + limit
     while True:
         try:
             if condition():
