@@ -9,6 +9,7 @@ only what differs. Statuses are computed in one place, `_on_collect_unit_status`
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import ops
@@ -21,15 +22,22 @@ from cos import dashboards, logs, metrics
 from cos.topology import Topology
 from node import Node
 from security import Security
-from state import PEER_RELATION, SYSTEM_USERS, CharmState
+from state import PEER_RELATION, SYSTEM_USERS, CharmState, SecretUnavailableError
 from tls import KeyPair
 from workload import paths
-from workload.kurrentdb import KurrentDBWorkload, WorkloadUserMissingError
+from workload.kurrentdb import KurrentDBWorkload, ServiceState, WorkloadUserMissingError
 
 if TYPE_CHECKING:
     from kurrentdb_api import KurrentDBClient
 
 logger = logging.getLogger(__name__)
+
+# A deleted pod has terminationGracePeriodSeconds (30 s) for its stop hook, and its Pebble
+# is told to stop KurrentDB at the same moment; dispatching the hook takes some of that.
+STOP_DEADLINE = 20.0
+# A scale-down runs relation-departed (once per peer), storage-detaching and stop on the
+# leaving unit: the handover happens once, in the first of them, within this budget.
+LEAVE_BUDGET = 90.0
 
 
 class KurrentDBCharm(ops.CharmBase):
@@ -41,10 +49,9 @@ class KurrentDBCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
-        self._stored.set_default(last_good_config=None)
         self.state = CharmState(self.model)
         self.security = Security(self.model, self.state, self._stored)
-        self.node = Node(KurrentDBWorkload(self.unit.get_container(paths.CONTAINER)), self._stored)
+        self.node = Node(KurrentDBWorkload(self.unit.get_container(paths.CONTAINER)))
         self.cluster = ClusterCoordinator(
             self,
             self.state,
@@ -64,8 +71,11 @@ class KurrentDBCharm(ops.CharmBase):
         self.metrics = metrics.MetricsEndpoint(self.model, self.topology, self._stored)
         self.dashboards = dashboards.GrafanaDashboards(self.model, self.topology)
         self.logs = logs.LogForwarding(self.model, self.topology, self._stored)
-        # Problems found while reconciling, shown by the status path in the same hook.
+        # Failures of this hook's own work, shown by the status path in the same hook.
+        # Anything that lasts (bad config, a missing user) the status path finds itself.
         self._problems: list[ops.StatusBase] = []
+        self._config: tuple[CharmConfig | None, ConfigError | None] | None = None
+        self._chosen: tuple[dict[str, str] | None, ConfigError | None] | None = None
 
         container = self.on[paths.CONTAINER]
         peers = self.on[PEER_RELATION]
@@ -106,19 +116,32 @@ class KurrentDBCharm(ops.CharmBase):
         if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit == self.unit:
             self._on_leaving(event)
             return
-        config = self._effective_config()
-        if config is None or self.state.peer_relation is None:
+        if self.state.peer_relation is None:
             return
-        chosen = self._chosen_passwords(config)
+        try:
+            self._reconcile_unit(event)
+        except SecretUnavailableError as e:
+            # Never read as "absent" (that would replace the CA or passwords): wait.
+            logger.warning("Reconcile deferred: %s", e)
+            self._problems.append(ops.WaitingStatus(f"{e}; will retry"))
+
+    def _reconcile_unit(self, event: ops.EventBase) -> None:
+        if isinstance(event, ops.PebbleReadyEvent):
+            self.cluster.stay()
+        # The leader's duties do not wait for a valid config.
+        chosen = self._chosen_passwords()[0]
         self.security.ensure_app_material(chosen or {})
         self.cluster.publish_address()
         self._forward_logs_and_publish_address(event)
+        config = self._effective_config()
         if self.unit.is_leader():
             self.cluster.schedule()
         ca, passwords = self.state.internal_ca(), self.state.system_passwords()
         view = self.cluster.view()
-        if ca is None or passwords is None or view is None or not self.node.workload.can_connect():
+        if config is None or ca is None or passwords is None or view is None:
             return  # the status path says what is missing
+        if not self.node.workload.can_connect():
+            return
         certificate = self.security.node_certificate(ca, self.identity)
         plan, report = self.state.cluster_plan(), self.state.own_report()
         self.cluster.note_settings(config.to_stored(), plan.members)
@@ -128,23 +151,23 @@ class KurrentDBCharm(ops.CharmBase):
             self.node.configure(
                 config, self.identity, ca, certificate, passwords, view, may_start=may_start
             )
-            if not was_running and self.node.workload.is_running():
+            if not was_running and self.node.workload.service_state() != ServiceState.STOPPED:
                 # A (re)started process runs the current membership.
                 self.cluster.report(
                     started=True, running_members=plan.members, restart_wanted=False
                 )
-            self.cluster.report_health(self.node.restart_pending)
+            pending = bool(self.node.restart_pending)
+            self.cluster.report_health(pending)
             if self.unit.is_leader():
                 self.cluster.schedule()  # react to this unit's own report at once
             plan = self.state.cluster_plan()
-            if self.node.restart_pending and plan.restart_grant == self.unit.name:
+            if pending and plan.restart_grant == self.unit.name:
                 self.cluster.restart_in_turn(plan.members)
-                self.cluster.report_health(self.node.restart_pending)
+                self.cluster.report_health(bool(self.node.restart_pending))
                 if self.unit.is_leader():
                     self.cluster.schedule()  # release the grant if this node is back in sync
-        except WorkloadUserMissingError as e:
-            self._problems.append(ops.BlockedStatus(str(e)))
-            return
+        except WorkloadUserMissingError:
+            return  # the status path names what the image lacks
         except (ops.pebble.ExecError, ops.pebble.ChangeError, ops.pebble.APIError) as e:
             logger.error("Configuring KurrentDB failed: %s", e)
             self._problems.append(ops.MaintenanceStatus("configuring KurrentDB failed; will retry"))
@@ -175,26 +198,51 @@ class KurrentDBCharm(ops.CharmBase):
             if password is not None:
                 self.metrics.publish_app(ca.certificate, password, config.scrape_interval)
 
+    def _parsed_config(self) -> tuple[CharmConfig | None, ConfigError | None]:
+        """The current config, or why it cannot be used (parsed once per hook)."""
+        if self._config is None:
+            try:
+                self._config = (parse_config(dict(self.config)), None)
+            except ConfigError as e:
+                self._config = (None, e)
+        return self._config
+
     def _effective_config(self) -> CharmConfig | None:
         """The config to run with: the current one, or the last good one while it is bad."""
+        config, error = self._parsed_config()
+        if config is not None:
+            if self.unit.is_leader():
+                self.state.save_last_good_config(config.to_stored())
+            return config
+        assert error is not None
+        last_good = self.state.last_good_config()
+        if last_good is None:
+            return None
         try:
-            config = parse_config(dict(self.config))
-        except ConfigError as e:
-            self._problems.append(ops.BlockedStatus(e.message))
-            stored = self._stored.last_good_config
-            return None if stored is None else CharmConfig.from_stored(dict(stored))
-        self._stored.last_good_config = config.to_stored()
-        return config
+            return CharmConfig.from_stored(last_good)
+        except (KeyError, ValueError, TypeError):
+            logger.warning("Ignoring an unreadable last good configuration")
+            return None
 
-    def _chosen_passwords(self, config: CharmConfig) -> dict[str, str] | None:
-        """The leader's view of the `system-users` secret; None when it cannot be used."""
-        if not self.unit.is_leader():
-            return None
-        try:
-            return credentials.read_system_users(self.model, config.system_users)
-        except ConfigError as e:
-            self._problems.append(ops.BlockedStatus(e.message))
-            return None
+    def _chosen_passwords(self) -> tuple[dict[str, str] | None, ConfigError | None]:
+        """The leader's view of the `system-users` secret (read once per hook).
+
+        Read from the raw option, so that a bad value of another option does not stop the
+        leader from creating or rotating credentials.
+        """
+        if self._chosen is None:
+            if not self.unit.is_leader():
+                self._chosen = (None, None)
+            else:
+                secret_id = self.config.get("system-users") or None
+                try:
+                    chosen = credentials.read_system_users(
+                        self.model, str(secret_id) if secret_id else None
+                    )
+                    self._chosen = (chosen, None)
+                except ConfigError as e:
+                    self._chosen = (None, e)
+        return self._chosen
 
     def _rotate_passwords(self, chosen: dict[str, str]) -> None:
         from kurrentdb_api import KurrentDBAuthError, KurrentDBError
@@ -216,16 +264,34 @@ class KurrentDBCharm(ops.CharmBase):
     # --- cluster --------------------------------------------------------------------------
 
     def _on_leaving(self, event: ops.EventBase) -> None:
+        """Hand leadership over and let the others catch up: once per teardown, bounded."""
+        # A stop alone means the pod is being deleted and Kubernetes kills it soon; in a
+        # scale-down the first teardown hook comes well before that.
+        budget = STOP_DEADLINE if isinstance(event, ops.StopEvent) else LEAVE_BUDGET
+        deadline = time.monotonic() + budget
         if self.node.workload.can_connect() and self.node.workload.is_running():
-            # A stopping pod has 30 s before Kubernetes kills it; a unit being removed
-            # (storage-detaching, departing) can take its time.
-            self.cluster.leave(timeout=10.0 if isinstance(event, ops.StopEvent) else None)
+            self.cluster.leave_once(deadline)
 
     # --- status ---------------------------------------------------------------------------
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
         for problem in self._problems:
             event.add_status(problem)
+        # Lasting problems are found here, whatever event ran (actions and teardown hooks
+        # included), so the same state always shows the same status.
+        for error in (self._parsed_config()[1], self._chosen_passwords()[1]):
+            if error is not None:
+                event.add_status(ops.BlockedStatus(error.message))
+        try:
+            self._add_unit_status(event)
+        except SecretUnavailableError as e:
+            event.add_status(ops.WaitingStatus(f"{e}; will retry"))
+
+    def _add_unit_status(self, event: ops.CollectStatusEvent) -> None:
+        if self.cluster.leaving:
+            # A teardown hook: the node is going, and asking it costs time the hook lacks.
+            event.add_status(ops.MaintenanceStatus("leaving the cluster"))
+            return
         if self.state.peer_relation is None:
             event.add_status(ops.WaitingStatus("waiting for the peer relation"))
             return
@@ -236,10 +302,26 @@ class KurrentDBCharm(ops.CharmBase):
             event.add_status(ops.WaitingStatus("waiting for Pebble in the kurrentdb container"))
             return
         plan, report = self.state.cluster_plan(), self.state.own_report()
-        waiting = unit_waiting_status(self.unit.name, plan, report, self.node.restart_pending)
+        pending = self.node.restart_pending
+        if pending is None:  # configure did not run in this hook: as last reported
+            pending = report.restart_wanted
+        waiting = unit_waiting_status(self.unit.name, plan, report, pending)
         if waiting is not None:
             event.add_status(waiting)  # outranks "not running yet", added next if so
-        if not self.node.workload.is_running():
+        service = self.node.workload.service_state()
+        if service == ServiceState.BACKOFF:
+            event.add_status(
+                ops.BlockedStatus(
+                    "KurrentDB exits right after starting; Pebble retries with back-off: "
+                    f"see kubectl logs {self.identity.pod_name} -c {paths.CONTAINER}"
+                )
+            )
+            return
+        if service != ServiceState.RUNNING:
+            try:
+                self.node.workload.workload_uid_gid()
+            except WorkloadUserMissingError as e:
+                event.add_status(ops.BlockedStatus(str(e)))
             event.add_status(ops.WaitingStatus("KurrentDB is not running yet"))
             return
         health = self.cluster.health()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import ops
 
 import cluster
+import pod
 from node import Node, NodeHealth
 from state import CharmState
 from workload.render import ClusterView, NodeIdentity
@@ -22,6 +24,12 @@ if TYPE_CHECKING:
     from kurrentdb_api import KurrentDBClient
 
 logger = logging.getLogger(__name__)
+
+# The longest a single KurrentDB request may take while the node is leaving.
+LEAVE_REQUEST_TIMEOUT = 2.0
+# The teardown hooks of one scale-down (relation-departed per peer, storage-detaching,
+# stop) follow each other within this many seconds.
+TEARDOWN_WINDOW = 600.0
 
 
 class ClusterCoordinator:
@@ -40,7 +48,7 @@ class ClusterCoordinator:
         self._state = state
         self._node = node
         self._stored = stored
-        self._stored.set_default(pod_role_label=None)
+        self._stored.set_default(pod_role_label=None, teardown_started=0.0)
         self._anonymous_client = anonymous_client
         self._admin_client = admin_client
         self.identity = self.identity_of(charm.unit.name)
@@ -53,10 +61,12 @@ class ClusterCoordinator:
 
     def identity_of(self, unit: str) -> NodeIdentity:
         """The Kubernetes names of any unit of this app."""
+        where = pod.detect(self._charm.model.name)
         return NodeIdentity(
             app=self._charm.app.name,
             unit_number=cluster.unit_number(unit),
-            model=self._charm.model.name,
+            namespace=where.namespace,
+            cluster_domain=where.cluster_domain,
         )
 
     # --- peer data --------------------------------------------------------------------------
@@ -139,13 +149,46 @@ class ClusterCoordinator:
         self.report(running_members=members, restart_wanted=False, role=None, caught_up=False)
         self._health = self._node.wait_until_serving(self._probe)
 
-    def leave(self, timeout: float | None = None) -> None:
+    @property
+    def leaving(self) -> bool:
+        """Whether this unit's teardown began lately (its later hooks need not wait again).
+
+        A time window, not a flag: a charm container that restarts keeps its stored state,
+        and a unit that stays must hand over again when it really leaves later.
+        """
+        return time.time() - float(self._stored.teardown_started) < TEARDOWN_WINDOW
+
+    def stay(self) -> None:
+        """The workload came (back) up in this pod: a later teardown hands over again."""
+        self._stored.teardown_started = 0.0
+
+    def leave_once(self, deadline: float) -> None:
         """Before this node goes away: hand leadership over, let the others catch up.
 
+        Done once per teardown, by the first teardown hook (relation-departed, then
+        storage-detaching, then stop), and never past ``deadline`` (time.monotonic()).
         Decided from the node's own gossip, not peer data: storage-detaching runs after
-        the peer relation is gone. ``timeout`` bounds each wait.
+        the peer relation is gone. Remembered in stored state: it only has to last as long
+        as this pod, and forgetting it costs one more bounded wait.
         """
-        health = self._node.health(self._anonymous_client(), self.identity.pod_fqdn, True)
+        if self.leaving:
+            return
+        self._stored.teardown_started = time.time()
+        # Each request must fit in what is left, so that no call outlives the deadline.
+        request_timeout = min(LEAVE_REQUEST_TIMEOUT, max(0.0, deadline - time.monotonic()))
+
+        def client(make: Callable[[], KurrentDBClient]) -> KurrentDBClient:
+            bounded = make()
+            bounded.timeout = min(bounded.timeout, max(request_timeout, 0.1))
+            return bounded
+
+        def remaining() -> float:  # a wait may start one request and end with another
+            return max(0.0, deadline - time.monotonic() - 2 * request_timeout)
+
+        if remaining() <= 0:
+            return
+        anonymous = client(self._anonymous_client)
+        health = self._node.health(anonymous, self.identity.pod_fqdn, True)
         others = [
             m
             for m in (health.gossip.alive_members if health.gossip else ())
@@ -156,12 +199,10 @@ class ClusterCoordinator:
         if health.role == "Leader":
             logger.info("Handing KurrentDB leadership over before leaving")
             self._node.resign_and_wait(
-                self._admin_client(), self.identity.pod_fqdn, timeout=timeout
+                client(self._admin_client), self.identity.pod_fqdn, timeout=remaining()
             )
         # Events this node acknowledged must be on the nodes that stay.
-        self._node.wait_until_others_in_sync(
-            self._anonymous_client(), self.identity.pod_fqdn, timeout
-        )
+        self._node.wait_until_others_in_sync(anonymous, self.identity.pod_fqdn, remaining())
 
     def _label_pod(self, role: str | None) -> None:
         """Show the node's role where Kubernetes users look: a label on the pod."""
@@ -171,5 +212,5 @@ class ClusterCoordinator:
 
         # Remembered even when the patch fails, so a missing permission costs one API call
         # per role change rather than one per hook.
-        kubernetes.label_pod(self.identity.pod_name, self._charm.model.name, role)
+        kubernetes.label_pod(self.identity.pod_name, self.identity.namespace, role)
         self._stored.pod_role_label = role

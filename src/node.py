@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,11 +18,9 @@ from config import CharmConfig
 from state import SystemPasswords
 from tls import KeyPair, NodeCertificate
 from workload import render
-from workload.kurrentdb import Change, DesiredFiles, KurrentDBWorkload
+from workload.kurrentdb import Applied, Change, DesiredFiles, KurrentDBWorkload, ServiceState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from kurrentdb_api import ClusterGossip, KurrentDBClient, NodeInfo
 
 logger = logging.getLogger(__name__)
@@ -55,17 +54,17 @@ class NodeHealth:
 class Node:
     """Drives the workload towards the rendered configuration."""
 
-    def __init__(self, workload: KurrentDBWorkload, stored: ops.framework.BoundStoredState):
+    def __init__(self, workload: KurrentDBWorkload):
         self.workload = workload
-        # `restart-pending` survives a hook that fails between pushing a file and
-        # restarting, so the restart is never lost.
-        self._stored = stored
-        self._stored.set_default(restart_pending=False, applied_fingerprint="")
+        # Known once `configure` ran in this hook; the status path falls back on the
+        # unit's last report otherwise.
+        self._restart_pending: bool | None = None
+        self._desired = Applied()
 
     @property
-    def restart_pending(self) -> bool:
-        """Whether the files on disk need a restart that has not happened yet."""
-        return bool(self._stored.restart_pending)
+    def restart_pending(self) -> bool | None:
+        """Whether the running process needs a restart for what is on disk (None: unknown)."""
+        return self._restart_pending
 
     def configure(
         self,
@@ -77,11 +76,13 @@ class Node:
         view: render.ClusterView,
         *,
         may_start: bool,
-    ) -> Change:
+    ) -> None:
         """Push files and layer; start a stopped node (if `may_start`) or reload it.
 
         A running node that needs a restart is only marked `restart_pending`: restarts are
-        scheduled cluster-wide, see `restart`.
+        scheduled cluster-wide, see `restart`. Whether a restart is due is decided from
+        what the process was started with (recorded in the container), never from charm
+        state a failed hook would forget.
         """
         options = render.kurrentdb_options(config, identity, view)
         files = DesiredFiles(
@@ -91,31 +92,63 @@ class Node:
             ca_certificate=ca.certificate,
         )
         layer = render.pebble_layer(passwords.initial)
-        fingerprint = _fingerprint(files, layer)
-        running = self.workload.is_running()
-        if running and fingerprint == self._stored.applied_fingerprint:
-            # Nothing KurrentDB reads changed since it was applied to this running
-            # container (a new container always comes with pebble-ready and a stopped
-            # service): skip reading every file back through Pebble.
-            return Change.NONE
+        restart_inputs = {k: v for k, v in options.items() if k not in render.RELOADABLE_INPUTS}
+        reload_inputs = {k: v for k, v in options.items() if k in render.RELOADABLE_INPUTS}
+        desired = Applied(
+            started=_fingerprint(restart_inputs, layer["services"]),
+            # Certificates and the log level are reloaded; the check needs neither.
+            reloaded=_fingerprint(reload_inputs, dataclasses.asdict(files), layer["checks"]),
+        )
+        service = self.workload.service_state()
+        applied = self.workload.applied()
+        self._desired = desired
+        in_effect = (applied.started, applied.reloaded) == (desired.started, desired.reloaded)
+        if service == ServiceState.RUNNING and in_effect:
+            # Nothing KurrentDB reads changed since it was applied: skip reading every
+            # file back through Pebble.
+            self._restart_pending = False
+            return
         self.workload.ensure_data_ownership()
         change = max(self.workload.apply_files(files), self.workload.apply_layer(layer))
-        if change == Change.RESTART:
-            self._stored.restart_pending = True
-        if not running:
+        keep_stop = dataclasses.replace(desired, last_stop=applied.last_stop)
+        self._restart_pending = False
+        if service == ServiceState.BACKOFF:
+            # Pebble restarts the process by itself, with the files now on disk; starting
+            # it here would skip the back-off and hammer a failing process.
+            logger.warning("KurrentDB keeps exiting; Pebble restarts it with back-off")
+            self.workload.record_applied(keep_stop)
+        elif service != ServiceState.RUNNING:
             if may_start:
-                # A stopped node starts with the current files: nothing to roll.
-                self.workload.start()
-                self._stored.restart_pending = False
-        elif change == Change.RELOAD:
-            self.workload.reload()
-        self._stored.applied_fingerprint = fingerprint
-        return change
+                self._start_or_note_exit(self.workload.start)
+                self.workload.record_applied(keep_stop)
+        elif not applied.started and change == Change.NONE:
+            # Started by a charm revision that kept no record, with the files it still
+            # runs: they are what the process has.
+            self.workload.record_applied(keep_stop)
+        else:
+            self._restart_pending = applied.started != desired.started
+            if applied.reloaded != desired.reloaded:
+                self.workload.reload()
+                self.workload.record_applied(
+                    dataclasses.replace(applied, reloaded=desired.reloaded)
+                )
 
     def restart(self) -> None:
-        """Restart now (the caller holds the cluster's restart grant)."""
-        self.workload.restart()
-        self._stored.restart_pending = False
+        """Restart now (the caller holds the cluster's restart grant, `configure` ran)."""
+        self._start_or_note_exit(lambda: self.workload.restart(self.workload.applied()))
+        last_stop = self.workload.applied().last_stop
+        self.workload.record_applied(dataclasses.replace(self._desired, last_stop=last_stop))
+        self._restart_pending = False
+
+    @staticmethod
+    def _start_or_note_exit(start: Callable[[], None]) -> None:
+        """Start or restart; a process that exits at once is Pebble's to retry, not ours."""
+        try:
+            start()
+        except ops.pebble.ChangeError as e:
+            # Pebble reports an exit within its 1 s okay-delay as a failed change and
+            # then restarts the service with back-off; the status path shows it.
+            logger.error("KurrentDB exited right after starting: %s", e.err)
 
     def health(self, client: KurrentDBClient, own_host: str, clustered: bool) -> NodeHealth:
         """Ask the node for its state, version and lag; never raises."""
@@ -184,8 +217,8 @@ class Node:
         return last[-1] if last else probe()
 
 
-def _fingerprint(files: DesiredFiles, layer: dict) -> str:
-    text = json.dumps([dataclasses.asdict(files), layer], sort_keys=True)
+def _fingerprint(*parts: object) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -214,7 +247,8 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float | None = N
                 return True
         except KurrentDBError:
             pass
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             logger.info("Still waiting for %s; a later hook will check again", what)
             return False
-        time.sleep(POLL_INTERVAL)
+        time.sleep(min(POLL_INTERVAL, left))

@@ -11,8 +11,12 @@ creation, so the leader publishes them in the peer relation's app databag.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import ops
 
@@ -26,8 +30,26 @@ PEER_RELATION = "kurrentdb-peers"
 _CA_SECRET_KEY = "ca-secret-id"  # noqa: S105 - a databag key, not a secret
 _PASSWORDS_SECRET_KEY = "passwords-secret-id"  # noqa: S105 - a databag key
 _METRICS_SECRET_KEY = "metrics-secret-id"  # noqa: S105 - a databag key
+_LAST_GOOD_CONFIG_KEY = "last-good-config"
 _NODE_CERT_LABEL = "node-certificate"
 SYSTEM_USERS = ("admin", "ops")
+# A secret read that fails for another reason than "not found" is tried this many times,
+# this far apart, before the hook gives up on it (and a later hook tries again).
+SECRET_READ_ATTEMPTS = 3
+SECRET_RETRY_DELAY = 1.0
+_T = TypeVar("_T")
+
+
+class SecretUnavailableError(Exception):
+    """A secret that exists could not be read now (a controller or hook-tool error).
+
+    Never read as "absent": material is created only when no secret exists, so a
+    transient error can never replace the CA or the passwords.
+    """
+
+    def __init__(self, what: str, error: Exception):
+        super().__init__(f"cannot read the {what} secret now ({type(error).__name__})")
+        self.what = what
 
 
 @dataclass(frozen=True)
@@ -125,19 +147,26 @@ class CharmState:
     # --- this unit's node certificate (unit secret) ---------------------------------------
 
     def node_certificate(self) -> NodeCertificate | None:
-        """This unit's node certificate, if it has one."""
+        """This unit's node certificate; None when it has none (or an unusable one)."""
         try:
-            secret = self._model.get_secret(label=_NODE_CERT_LABEL)
-            content = secret.get_content(refresh=True)
-        except (ops.SecretNotFoundError, ops.ModelError):
+            content = _read_secret(
+                "node certificate",
+                lambda: self._model.get_secret(label=_NODE_CERT_LABEL).get_content(refresh=True),
+            )
+        except ops.SecretNotFoundError:
             return None
-        return NodeCertificate(
-            certificate=content["certificate"],
-            private_key=content["private-key"],
-            sans=tuple(content["sans"].split(",")),
-            ca_fingerprint=content["ca-fingerprint"],
-            not_after=datetime.datetime.fromisoformat(content["not-after"]),
-        )
+        try:
+            return NodeCertificate(
+                certificate=content["certificate"],
+                private_key=content["private-key"],
+                sans=tuple(content["sans"].split(",")),
+                ca_fingerprint=content["ca-fingerprint"],
+                not_after=datetime.datetime.fromisoformat(content["not-after"]),
+            )
+        except (KeyError, ValueError, AttributeError):
+            # This unit's own secret, so reissuing into it loses nothing.
+            logger.warning("The node certificate secret is incomplete; issuing a new one")
+            return None
 
     def save_node_certificate(self, cert: NodeCertificate) -> None:
         """Store this unit's node certificate."""
@@ -154,6 +183,29 @@ class CharmState:
             self._model.unit.add_secret(
                 content, label=_NODE_CERT_LABEL, description="KurrentDB node certificate"
             )
+
+    # --- the last configuration that was valid (peer app data) ----------------------------
+
+    def last_good_config(self) -> dict[str, Any] | None:
+        """What the leader last recorded as valid config; None if nothing usable is there.
+
+        Kept in the peer relation, not in stored state: a new pod (deleted, evicted,
+        refreshed) must still start KurrentDB on it while the current config is invalid.
+        """
+        relation = self.peer_relation
+        raw = relation.data[self._model.app].get(_LAST_GOOD_CONFIG_KEY) if relation else None
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def save_last_good_config(self, config: dict[str, Any]) -> None:
+        """Leader: record a configuration that was valid."""
+        relation = self.peer_relation
+        if relation is not None:
+            text = json.dumps(config, sort_keys=True)
+            update_databag(relation.data[self._model.app], {_LAST_GOOD_CONFIG_KEY: text})
 
     # --- cluster: each unit's report, the leader's plan ------------------------------------
 
@@ -199,23 +251,30 @@ class CharmState:
     # --- helpers --------------------------------------------------------------------------
 
     def _app_secret_content(self, key: str) -> dict[str, str] | None:
+        """The content of an app secret; None only when no such secret exists.
+
+        Raises SecretUnavailableError when the secret exists but cannot be read now.
+        """
         if key in self._secret_cache:
             return self._secret_cache[key]
         relation = self.peer_relation
         secret_id = relation.data[self._model.app].get(key) if relation is not None else None
         # The label lets a leaving unit find the secret after its peer relation is gone
         # (storage-detaching runs after relation-broken).
-        label = f"kurrentdb-{key.removesuffix('-secret-id')}"
-        try:
+        label = _label(key)
+
+        def read() -> dict[str, str]:
             if secret_id:
                 secret = self._model.get_secret(id=secret_id, label=label)
             else:
                 secret = self._model.get_secret(label=label)
-            content = secret.get_content(refresh=True)
+            return secret.get_content(refresh=True)
+
+        try:
+            content = _read_secret(key.removesuffix("-secret-id"), read)
         except ops.SecretNotFoundError:
-            return None
-        except ops.ModelError as e:
-            logger.warning("Cannot read the app secret %s: %s", key, type(e).__name__)
+            if secret_id:
+                logger.warning("The app secret recorded as %s no longer exists", key)
             return None
         self._secret_cache[key] = content
         return content
@@ -224,11 +283,34 @@ class CharmState:
         relation = self.peer_relation
         if relation is None:
             raise RuntimeError("the peer relation does not exist yet")
-        self._secret_cache[key] = dict(content)
         secret_id = relation.data[self._model.app].get(key)
         if secret_id:
-            self._model.get_secret(id=secret_id).set_content(content)
-            return
-        secret = self._model.app.add_secret(content, description=description)
+            try:
+                self._model.get_secret(id=secret_id).set_content(content)
+                self._secret_cache[key] = dict(content)
+                return
+            except ops.SecretNotFoundError:
+                logger.warning("Recording a new secret as %s: the old one is gone", key)
+        secret = self._model.app.add_secret(content, label=_label(key), description=description)
         assert secret.id is not None
         relation.data[self._model.app][key] = secret.id
+        self._secret_cache[key] = dict(content)
+
+
+def _label(key: str) -> str:
+    return f"kurrentdb-{key.removesuffix('-secret-id')}"
+
+
+def _read_secret(what: str, read: Callable[[], _T]) -> _T:
+    """Read a secret, retrying errors other than SecretNotFoundError (which propagates)."""
+    for attempt in range(1, SECRET_READ_ATTEMPTS + 1):
+        try:
+            return read()
+        except ops.SecretNotFoundError:
+            raise
+        except ops.ModelError as e:
+            if attempt == SECRET_READ_ATTEMPTS:
+                raise SecretUnavailableError(what, e) from None
+            logger.warning("Reading the %s secret failed (%s); retrying", what, type(e).__name__)
+            time.sleep(SECRET_RETRY_DELAY * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover

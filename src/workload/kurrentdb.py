@@ -7,8 +7,11 @@ restart, so that a cluster can roll restarts one node at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,8 @@ from workload.render import RELOADABLE_OPTIONS
 logger = logging.getLogger(__name__)
 
 LOG_FORWARDING_LAYER = "kurrentdb-log-forwarding"
+# The least time between two stops of the service (tests set it to 0).
+STOP_SPACING: float = paths.KILL_DELAY_SECONDS
 
 
 class Change(enum.IntEnum):
@@ -33,7 +38,51 @@ class Change(enum.IntEnum):
 
 
 class WorkloadUserMissingError(Exception):
-    """The image has no `kurrent` user to run KurrentDB as."""
+    """The image lacks what KurrentDB runs as: its user database, the user or the group."""
+
+
+class ServiceState(enum.Enum):
+    """The KurrentDB service as Pebble reports it."""
+
+    MISSING = "missing"  # not in the plan yet
+    STOPPED = "stopped"
+    RUNNING = "running"
+    # The process exited and Pebble restarts it after a growing delay (0.5 s up to 30 s).
+    # Pebble reports the plain string `backoff`, which ops' ServiceStatus does not know.
+    BACKOFF = "backoff"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the running process was started with, and what it last reloaded.
+
+    Kept in the workload container beside the files it describes, so a restart that a
+    failed hook never made is still seen as due (the pushed files stay, Juju forgets the
+    hook), and a new container, which has neither the files nor this, starts afresh.
+    """
+
+    started: str = ""  # fingerprint of what only a restart applies
+    reloaded: str = ""  # fingerprint of everything the process reads
+    last_stop: float = 0.0  # when the charm last asked Pebble to stop the service (epoch s)
+
+    def to_json(self) -> str:
+        """The file's content."""
+        return json.dumps(
+            {"started": self.started, "reloaded": self.reloaded, "last-stop": self.last_stop}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Applied:
+        """Read the file; anything unreadable counts as nothing known."""
+        try:
+            data = json.loads(text)
+            return cls(
+                started=str(data["started"]),
+                reloaded=str(data["reloaded"]),
+                last_stop=float(data["last-stop"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return cls()
 
 
 @dataclass(frozen=True)
@@ -64,25 +113,42 @@ class KurrentDBWorkload:
         """Whether Pebble in the workload container answers."""
         return self.container.can_connect()
 
-    def is_running(self) -> bool:
-        """Whether the KurrentDB service is running."""
+    def service_state(self) -> ServiceState:
+        """What Pebble says the KurrentDB service is doing."""
         try:
             service = self.container.get_service(paths.SERVICE)
         except ops.ModelError:
-            return False
-        return service.is_running()
+            return ServiceState.MISSING
+        if service.is_running():
+            return ServiceState.RUNNING
+        if str(getattr(service.current, "value", service.current)) == "backoff":
+            return ServiceState.BACKOFF
+        return ServiceState.STOPPED
+
+    def is_running(self) -> bool:
+        """Whether the KurrentDB service is running."""
+        return self.service_state() == ServiceState.RUNNING
 
     def workload_uid_gid(self) -> tuple[int, int]:
-        """The image's `kurrent` uid and gid (1001 from KurrentDB 26.0, 1000 before)."""
-        with self.container.pull(paths.PASSWD_FILE) as file:
-            passwd = file.read()
-        for line in passwd.splitlines():
-            fields = line.split(":")
-            if len(fields) >= 4 and fields[0] == paths.WORKLOAD_USER:
-                return int(fields[2]), int(fields[3])
-        raise WorkloadUserMissingError(
-            f"the image has no {paths.WORKLOAD_USER!r} user; use a KurrentDB 25.0+ image"
-        )
+        """The uid of the image's `kurrent` user and the gid of its `kurrent` group.
+
+        Looked up by name: the uid is 1001 from KurrentDB 26.0 and 1000 before. Raises
+        WorkloadUserMissingError naming what the image lacks.
+        """
+        hint = "use a KurrentDB 25.0+ image"
+        ids = []
+        for database, name, kind in (
+            (paths.PASSWD_FILE, paths.WORKLOAD_USER, "user"),
+            (paths.GROUP_FILE, paths.WORKLOAD_GROUP, "group"),
+        ):
+            content = self._read(database)
+            if content is None:
+                raise WorkloadUserMissingError(f"the image has no {database}; {hint}")
+            found = _lookup_id(content, name)
+            if found is None:
+                raise WorkloadUserMissingError(f"the image has no {name!r} {kind}; {hint}")
+            ids.append(found)
+        return ids[0], ids[1]
 
     def ensure_data_ownership(self) -> bool:
         """Give the data volume to the workload user when it is not already theirs.
@@ -116,7 +182,7 @@ class KurrentDBWorkload:
                 make_dirs=True,
                 permissions=file.permissions,
                 user=paths.WORKLOAD_USER,
-                group=paths.WORKLOAD_USER,
+                group=paths.WORKLOAD_GROUP,
             )
             logger.info("Updated %s", file.path)
             needed = max(needed, change)
@@ -174,14 +240,39 @@ class KurrentDBWorkload:
         logger.info("Forwarding KurrentDB logs to %d Loki endpoint(s)", len(targets))
         return True
 
-    def start(self) -> None:
-        """Start KurrentDB (and the health check) as the plan says."""
-        self.container.replan()
+    def applied(self) -> Applied:
+        """What the running process was started with (nothing known on a new container)."""
+        text = self._read(paths.APPLIED_FILE)
+        return Applied() if text is None else Applied.from_json(text)
 
-    def restart(self) -> None:
-        """Restart KurrentDB; Pebble waits `kill-delay` for a clean shutdown."""
+    def record_applied(self, applied: Applied) -> None:
+        """Remember what the process now runs with."""
+        self.container.push(paths.APPLIED_FILE, applied.to_json(), make_dirs=True)
+
+    def start(self) -> None:
+        """Start KurrentDB as the plan says, and its health check with it."""
+        try:
+            self.container.replan()
+        finally:
+            # Even when the process exits at once (ChangeError): Pebble keeps restarting
+            # it, and the check then tells the pod's readiness the truth.
+            self.container.start_checks(paths.CHECK)
+
+    def restart(self, applied: Applied) -> None:
+        """Restart KurrentDB; Pebble waits `kill-delay` for a clean shutdown.
+
+        Pebble's kill-delay timer of an earlier stop keeps running and would SIGKILL a
+        process stopped again within kill-delay (juju-facts §12), so a restart never
+        follows the previous stop sooner than that. The stop is recorded before it is
+        asked for, so that even a hook dying right after it keeps the spacing.
+        """
+        _wait_since(applied.last_stop, STOP_SPACING)
+        self.record_applied(dataclasses.replace(applied, last_stop=time.time()))
         logger.info("Restarting KurrentDB")
-        self.container.restart(paths.SERVICE)
+        try:
+            self.container.restart(paths.SERVICE)
+        finally:
+            self.container.start_checks(paths.CHECK)
 
     def reload(self) -> None:
         """Make KurrentDB re-read its log level and certificates without a restart."""
@@ -192,7 +283,7 @@ class KurrentDBWorkload:
         try:
             with self.container.pull(path) as file:
                 return file.read()
-        except (ops.pebble.PathError, FileNotFoundError):
+        except (ops.pebble.Error, FileNotFoundError):  # absent, or Pebble did not answer
             return None
 
     @staticmethod
@@ -217,3 +308,23 @@ def _config_change(current: str, desired: str) -> Change:
         return Change.RESTART
     strip = lambda options: {k: v for k, v in options.items() if k not in RELOADABLE_OPTIONS}  # noqa: E731
     return Change.RELOAD if strip(old) == strip(new) else Change.RESTART
+
+
+def _lookup_id(database: str | None, name: str) -> int | None:
+    """The id of `name` in /etc/passwd or /etc/group content (name:x:id:...)."""
+    for line in (database or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == name:
+            try:
+                return int(fields[2])
+            except ValueError:
+                return None
+    return None
+
+
+def _wait_since(moment: float, spacing: float) -> None:
+    """Sleep until `spacing` seconds have passed since `moment` (at most `spacing`)."""
+    remaining = min(spacing, moment + spacing - time.time())
+    if remaining > 0:
+        logger.info("Waiting %.0f s so that Pebble's earlier kill-delay has passed", remaining)
+        time.sleep(remaining)

@@ -14,9 +14,18 @@ CA_DIR = f"{CERTS_DIR}/ca"
 CA_FILE = f"{CA_DIR}/ca.crt"
 DATA_DIR = "/var/lib/kurrentdb"
 PASSWD_FILE = "/etc/passwd"  # noqa: S105 - the user database, no password in it
+GROUP_FILE = "/etc/group"
+# What the running process was started with and last reloaded (see workload.kurrentdb).
+# Beside the config it describes: both vanish together when the container is recreated.
+APPLIED_FILE = "/etc/kurrentdb/charm-applied.json"
 
 # The image's non-root user; its uid is 1001 from KurrentDB 26.0 and 1000 before.
 WORKLOAD_USER = "kurrent"
+WORKLOAD_GROUP = "kurrent"
+
+# Pebble waits this long for KurrentDB to exit on a stop before it sends SIGKILL; KurrentDB
+# needs about 7 s to shut down cleanly.
+KILL_DELAY_SECONDS = 20
 
 HTTP_PORT = 2113
 REPLICATION_PORT = 1112

@@ -21,11 +21,12 @@ if TYPE_CHECKING:
     import jinja2
 
 TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[2] / "templates"
-CLUSTER_DOMAIN = "cluster.local"
 
 # Options KurrentDB applies on a configuration reload (SIGHUP); any other change needs a
 # restart (kurrentdb-contract.md §6.4).
 RELOADABLE_OPTIONS = frozenset({"LogLevel"})
+# The `kurrentdb_options` inputs behind those options.
+RELOADABLE_INPUTS = frozenset({"log_level"})
 
 # Smaller caches for development environments, where many small deployments share nodes.
 PROFILE_OPTIONS: Mapping[Profile, Mapping[str, Any]] = {
@@ -42,8 +43,8 @@ class NodeIdentity:
 
     app: str
     unit_number: int
-    model: str
-    cluster_domain: str = CLUSTER_DOMAIN
+    namespace: str  # the model's Kubernetes namespace
+    cluster_domain: str = "cluster.local"
 
     @property
     def pod_name(self) -> str:
@@ -58,11 +59,11 @@ class NodeIdentity:
     @property
     def pod_fqdn(self) -> str:
         """The pod's stable DNS name (published even while the pod is not ready)."""
-        return f"{self.pod_name}.{self.headless_service}.{self.model}.svc.{self.cluster_domain}"
+        return f"{self.pod_name}.{self.headless_service}.{self.namespace}.svc.{self.cluster_domain}"
 
     def sans(self) -> tuple[str, ...]:
         """Names a node certificate must hold: the pod, the services and loopback."""
-        svc = f"{self.model}.svc.{self.cluster_domain}"
+        svc = f"{self.namespace}.svc.{self.cluster_domain}"
         return (
             self.pod_fqdn,
             f"{self.headless_service}.{svc}",
@@ -156,10 +157,10 @@ def pebble_layer(initial_passwords: Mapping[str, str]) -> dict[str, Any]:
                 "command": f"{paths.BINARY} --config {paths.CONFIG_FILE}",
                 "startup": "enabled",
                 "user": paths.WORKLOAD_USER,
-                "group": paths.WORKLOAD_USER,
+                "group": paths.WORKLOAD_GROUP,
                 "working-dir": paths.DATA_DIR,
                 # KurrentDB needs about 7 s to shut down cleanly; Pebble's default is 5 s.
-                "kill-delay": "20s",
+                "kill-delay": f"{paths.KILL_DELAY_SECONDS}s",
                 # After offline truncation (a deposed leader rejoining) KurrentDB exits with
                 # code 0 and expects to be started again; surplus nodes exit likewise.
                 "on-success": "restart",
@@ -177,6 +178,10 @@ def pebble_layer(initial_passwords: Mapping[str, str]) -> dict[str, Any]:
                 # initialised, which can take hours (index rebuild); an alive check would
                 # make Kubernetes restart the container after ~15 s of that.
                 "level": "ready",
+                # Pebble runs a check from the moment its layer is added, not from the
+                # service's start: a node still waiting for its turn would go `down`,
+                # unready and fire pebble-check-failed. The charm starts it with the service.
+                "startup": "disabled",
                 "period": "10s",
                 "timeout": "5s",
                 "threshold": 3,

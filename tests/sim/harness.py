@@ -22,6 +22,7 @@ import yaml
 from ops import testing
 
 import node as node_module
+import workload.kurrentdb as workload_module
 from charm import KurrentDBCharm
 from sim.kurrentdb_cluster import SimCluster
 from state import PEER_RELATION
@@ -87,6 +88,8 @@ class Simulation:
         self._current: SimUnit | None = None
         self._relation_id = 1
         monkeypatch.setattr(node_module, "SETTLE_TIMEOUT", 0.0)
+        # Simulated time: restarts need not wait out Pebble's kill-delay in real seconds.
+        monkeypatch.setattr(workload_module, "STOP_SPACING", 0.0)
         self._patch_pebble(monkeypatch)
 
     # --- Juju operations -------------------------------------------------------------------
@@ -102,9 +105,10 @@ class Simulation:
         (unit.etc / "passwd").write_text(
             f"kurrent:x:{os.getuid()}:{os.getgid()}::/home/kurrent:/usr/sbin/nologin\n"
         )
+        (unit.etc / "group").write_text(f"kurrent:x:{os.getgid()}:\n")
         self.units[name] = unit
         self.unit_data[name] = {}
-        fqdn = NodeIdentity(app=APP, unit_number=unit.number, model=MODEL).pod_fqdn
+        fqdn = NodeIdentity(app=APP, unit_number=unit.number, namespace=MODEL).pod_fqdn
         self.cluster.add_node(name, fqdn)
         if self.leader is None:
             self.leader = name

@@ -26,8 +26,25 @@ MODEL = "prod"
 def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hooks poll KurrentDB for a while after a restart; in tests, one look is enough."""
     import node
+    import state
+    import workload.kurrentdb
 
     monkeypatch.setattr(node, "SETTLE_TIMEOUT", 0.0)
+    monkeypatch.setattr(workload.kurrentdb, "STOP_SPACING", 0.0)
+    monkeypatch.setattr(state, "SECRET_RETRY_DELAY", 0.0)
+
+
+@pytest.fixture(autouse=True)
+def pod_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """The pod's namespace file and resolv.conf, as a test sets them (none by default)."""
+    import pod
+
+    where = tmp_path_factory.mktemp("pod")
+    monkeypatch.setattr(pod, "NAMESPACE_FILE", where / "namespace")
+    monkeypatch.setattr(pod, "RESOLV_CONF", where / "resolv.conf")
+    pod.detect.cache_clear()
+    yield where
+    pod.detect.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +97,11 @@ def volumes(tmp_path: pathlib.Path) -> Volumes:
 
 
 def write_passwd(etc: pathlib.Path, uid: int, gid: int) -> None:
+    """The image's user and group databases, with `kurrent` as uid and gid."""
     (etc / "passwd").write_text(
         f"root:x:0:0:root:/root:/bin/bash\nkurrent:x:{uid}:{gid}::/home/kurrent:/usr/sbin/nologin\n"
     )
+    (etc / "group").write_text(f"root:x:0:\nkurrent:x:{gid}:\n")
 
 
 def kurrentdb_container(volumes: Volumes, **kwargs: Any) -> testing.Container:

@@ -24,7 +24,7 @@ OPTION_NAMES = frozenset(
 # Names removed in KurrentDB 25.0 or earlier: any of them stops the server.
 REMOVED_NAMES = {"ExtIp", "IntIp", "ExtHttpPort", "HttpPort", "IntTcpPort", "ExtTcpPort"}
 
-NODE = NodeIdentity(app="kurrentdb", unit_number=2, model="prod")
+NODE = NodeIdentity(app="kurrentdb", unit_number=2, namespace="prod")
 
 
 def rendered(config: CharmConfig, cluster: ClusterView | None = None) -> dict:

@@ -59,7 +59,13 @@ def test_check_failure_updates_status(ctx, volumes, internal_ca, kurrentdb):
     state = started(ctx, volumes, internal_ca)
     kurrentdb.state = "Initializing"
     container = state.get_container(paths.CONTAINER)
-    check = testing.CheckInfo(paths.CHECK, level="ready", status="down", failures=3)
+    check = testing.CheckInfo(
+        paths.CHECK,
+        level="ready",
+        startup=ops.pebble.CheckStartup.DISABLED,
+        status="down",
+        failures=3,
+    )
     failing = dataclasses.replace(container, check_infos={check})
     state = dataclasses.replace(state, containers={failing})
     out = ctx.run(ctx.on.pebble_check_failed(failing, check), state)
