@@ -98,6 +98,7 @@ class Node:
             started=_fingerprint(restart_inputs, layer["services"]),
             # Certificates and the log level are reloaded; the check needs neither.
             reloaded=_fingerprint(reload_inputs, dataclasses.asdict(files), layer["checks"]),
+            log_level=config.log_level,
         )
         service = self.workload.service_state()
         applied = self.workload.applied()
@@ -127,11 +128,23 @@ class Node:
             self.workload.record_applied(keep_stop)
         else:
             self._restart_pending = applied.started != desired.started
-            if applied.reloaded != desired.reloaded:
-                self.workload.reload()
+            if applied.reloaded != desired.reloaded and self._reload(applied, desired):
                 self.workload.record_applied(
-                    dataclasses.replace(applied, reloaded=desired.reloaded)
+                    dataclasses.replace(
+                        applied, reloaded=desired.reloaded, log_level=desired.log_level
+                    )
                 )
+
+    def _reload(self, applied: Applied, desired: Applied) -> bool:
+        """Reload the running node; whether what changed is known to have applied."""
+        if applied.log_level and applied.log_level != desired.log_level:
+            if self.workload.apply_log_level(desired.log_level):
+                return True
+            # Not recorded as applied: the next hook signals again.
+            logger.warning("KurrentDB has not taken log level %s yet", desired.log_level)
+            return False
+        self.workload.reload()  # certificates: KurrentDB checks and loads them itself
+        return True
 
     def restart(self) -> None:
         """Restart now (the caller holds the cluster's restart grant, `configure` ran)."""

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ logger = logging.getLogger(__name__)
 LOG_FORWARDING_LAYER = "kurrentdb-log-forwarding"
 # The least time between two stops of the service (tests set it to 0).
 STOP_SPACING: float = paths.KILL_DELAY_SECONDS
+# Longer than .NET's 250 ms file-watcher debounce, so a SIGHUP sees the file just pushed.
+CONFIG_WATCH_DELAY: float = 1.0
+LOG_LEVEL_ATTEMPTS = 3
+LOG_LINES = 200
+_LOG_LEVEL_ADJUSTED = re.compile(r"The log level was adjusted to: (\w+)")
 
 
 class Change(enum.IntEnum):
@@ -64,11 +70,17 @@ class Applied:
     started: str = ""  # fingerprint of what only a restart applies
     reloaded: str = ""  # fingerprint of everything the process reads
     last_stop: float = 0.0  # when the charm last asked Pebble to stop the service (epoch s)
+    log_level: str = ""  # the level the process logs at
 
     def to_json(self) -> str:
         """The file's content."""
         return json.dumps(
-            {"started": self.started, "reloaded": self.reloaded, "last-stop": self.last_stop}
+            {
+                "started": self.started,
+                "reloaded": self.reloaded,
+                "last-stop": self.last_stop,
+                "log-level": self.log_level,
+            }
         )
 
     @classmethod
@@ -80,6 +92,7 @@ class Applied:
                 started=str(data["started"]),
                 reloaded=str(data["reloaded"]),
                 last_stop=float(data["last-stop"]),
+                log_level=str(data.get("log-level", "")),
             )
         except (ValueError, KeyError, TypeError):
             return cls()
@@ -278,6 +291,46 @@ class KurrentDBWorkload:
         """Make KurrentDB re-read its log level and certificates without a restart."""
         logger.info("Reloading KurrentDB configuration")
         self.container.send_signal("SIGHUP", paths.SERVICE)
+
+    def apply_log_level(self, level: str) -> bool:
+        """Reload after the config file got a new `LogLevel`; False if it did not apply.
+
+        A reload re-binds the configuration KurrentDB already holds
+        (`ClusterVNodeOptionsExtensions.Reload`); the YAML file itself is re-read by a file
+        watcher that .NET debounces by 250 ms (`KurrentConfiguration.cs`,
+        `reloadOnChange: true`). A SIGHUP right after the push can thus apply the old
+        level, so each signal waits for the watcher, and the node's own log line says which
+        level it took (`ClusterVNode.ReloadLogOptions`: "The log level was adjusted to: X";
+        `/info/options` shows the start-up values only). Where the log cannot be read, one
+        signal after the watcher has to do.
+        """
+        for attempt in range(1, LOG_LEVEL_ATTEMPTS + 1):
+            time.sleep(CONFIG_WATCH_DELAY)
+            self.reload()
+            time.sleep(CONFIG_WATCH_DELAY)  # the reload runs in the background
+            seen = self._logged_level()
+            if seen is None:
+                logger.warning("Cannot read KurrentDB's log to confirm log level %s", level)
+                return True
+            if seen == level:
+                return True
+            logger.info("KurrentDB still logs at %s (attempt %d), signalling again", seen, attempt)
+        return False
+
+    def _logged_level(self) -> str | None:
+        """The level KurrentDB last said it adjusted to ("" if none), None if unreadable."""
+        try:
+            process = self.container.exec(
+                [paths.PEBBLE_BINARY, "logs", paths.SERVICE, "-n", str(LOG_LINES)],
+                environment={"PEBBLE_SOCKET": paths.PEBBLE_SOCKET},
+                timeout=10,
+            )
+            output, _ = process.wait_output()
+        except (ops.pebble.Error, OSError) as e:
+            logger.debug("pebble logs failed: %s", e)
+            return None
+        found = _LOG_LEVEL_ADJUSTED.findall(output or "")
+        return found[-1] if found else ""
 
     def _read(self, path: str) -> str | None:
         try:

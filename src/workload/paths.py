@@ -27,5 +27,9 @@ WORKLOAD_GROUP = "kurrent"
 # needs about 7 s to shut down cleanly.
 KILL_DELAY_SECONDS = 20
 
+# Juju puts its Pebble binary into every workload container, with the socket beside it.
+PEBBLE_BINARY = "/charm/bin/pebble"
+PEBBLE_SOCKET = "/charm/container/pebble.socket"
+
 HTTP_PORT = 2113
 REPLICATION_PORT = 1112

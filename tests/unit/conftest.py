@@ -31,6 +31,7 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(node, "SETTLE_TIMEOUT", 0.0)
     monkeypatch.setattr(workload.kurrentdb, "STOP_SPACING", 0.0)
+    monkeypatch.setattr(workload.kurrentdb, "CONFIG_WATCH_DELAY", 0.0)
     monkeypatch.setattr(state, "SECRET_RETRY_DELAY", 0.0)
 
 
