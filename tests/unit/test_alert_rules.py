@@ -3,8 +3,11 @@
 With promtool (found through $PROMTOOL or on PATH; `scripts/run-tests.sh` installs it):
 `promtool check rules` on every Prometheus rule file and `promtool test rules` on every
 file in tests/alerts. Without it those two tests are skipped, and the structural checks
-below still run: annotations, severities, metric names KurrentDB really exposes, Juju
-topology grouping, a firing test for every alert, a quiet healthy cluster.
+below still run: annotations, severities, metric names and labels KurrentDB really exports
+(tests/data/kurrentdb-metrics.txt, rebuilt from the server's source; every label matcher,
+grouping label and `$labels` of an annotation is checked against it), Juju topology grouping,
+a firing test for every alert, a quiet healthy cluster, and Loki line filters that are the
+server's own log messages.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import shutil
 import subprocess
 from typing import Any
 
+import promql_labels
 import pytest
 import yaml
+
+from cos.topology import Topology
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROM_RULES_DIR = ROOT / "src" / "prometheus_alert_rules"
@@ -70,16 +76,8 @@ ALERT_TESTS = _files(ALERT_TESTS_DIR)
 
 @functools.cache
 def _known_metrics() -> frozenset[str]:
-    """Metric names KurrentDB exposes (histograms with their series), plus Prometheus' `up`."""
-    names = {"up"}
-    for line in METRICS_FILE.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, kind, *_ = line.split()
-        names.add(name)
-        if kind == "histogram":
-            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-    return frozenset(names)
+    """Series names KurrentDB exports (a histogram as _bucket/_sum/_count), and `up`."""
+    return frozenset(promql_labels.catalog(METRICS_FILE))
 
 
 # ---- PromQL and series parsing --------------------------------------------------------------
@@ -229,6 +227,152 @@ def test_prometheus_rule_uses_known_metrics(rule: dict[str, Any]) -> None:
     )
 
 
+def _annotation_labels(rule: dict[str, Any]) -> set[str]:
+    return {
+        label
+        for text in rule.get("annotations", {}).values()
+        for label in promql_labels.ANNOTATION_LABEL.findall(text)
+    }
+
+
+@pytest.mark.parametrize("rule", [rule for _, rule in PROM_ALERTS], ids=lambda r: r["alert"])
+def test_prometheus_rule_uses_only_labels_kurrentdb_exports(rule: dict[str, Any]) -> None:
+    """Matchers, `by`, `on`, `group_left` and `$labels` name labels the series really have.
+
+    The labels, and the values a label can take where the source fixes them, are those of
+    tests/data/kurrentdb-metrics.txt; promql_labels follows them through the expression.
+    """
+    analysis = promql_labels.analyse(rule["expr"])
+    assert not analysis.problems, "\n".join(analysis.problems)
+    missing = _annotation_labels(rule) - analysis.labels
+    assert not missing, (
+        f"the annotations print {sorted(missing)}, which the result of the expression lacks "
+        f"(it has {sorted(analysis.labels - {'__name__'})})"
+    )
+
+
+@pytest.mark.parametrize("rule", [rule for _, rule in PROM_ALERTS], ids=lambda r: r["alert"])
+def test_prometheus_rule_reads_metrics_kurrentdb_exports_by_default(rule: dict[str, Any]) -> None:
+    """An alert on a metric the default metricsconfig.json turns off would never fire."""
+    catalog = promql_labels.catalog(METRICS_FILE)
+    off = {
+        name
+        for name in promql_labels.analyse(rule["expr"]).series
+        if (family := catalog[name].family) is not None and not family.default_on
+    }
+    assert not off, f"off by default in KurrentDB: {sorted(off)}"
+
+
+node_wide_selectors = promql_labels.node_wide_selectors
+
+
+def test_node_wide_check_catches_the_old_memory_rule() -> None:
+    old = (
+        'max by (juju_unit) (kurrentdb_sys_mem_bytes{kind="free"}) / '
+        'max by (juju_unit) (kurrentdb_sys_mem_bytes{kind="total"})'
+    )
+    assert node_wide_selectors(old) == ['kurrentdb_sys_mem_bytes{kind="free"}']
+    assert node_wide_selectors('kurrentdb_sys_mem_bytes{kind="total", juju_unit="a/0"}') == []
+
+
+@pytest.mark.parametrize("rule", [rule for _, rule in PROM_ALERTS], ids=lambda r: r["alert"])
+def test_alerts_measure_the_pod_not_the_kubernetes_node(rule: dict[str, Any]) -> None:
+    assert not node_wide_selectors(rule["expr"]), "a pod's alert reads the node's figures"
+
+
+def test_memory_alerts_use_the_process_and_its_limits() -> None:
+    """Resident memory against the container limit, the GC heap against the GC's limit."""
+    rules = {rule["alert"]: rule for _, rule in PROM_ALERTS}
+    memory = promql_labels.analyse(rules["KurrentDBMemoryHigh"]["expr"]).series
+    assert memory == ["kurrentdb_proc_mem_bytes", "kurrentdb_sys_mem_bytes"]
+    assert 'kurrentdb_proc_mem_bytes{kind="working-set"}' in rules["KurrentDBMemoryHigh"]["expr"]
+    heap = promql_labels.analyse(rules["KurrentDBGcHeapNearLimit"]["expr"]).series
+    assert heap == ["kurrentdb_gc_heap_size_bytes", "kurrentdb_sys_mem_bytes"]
+    for name in ("KurrentDBMemoryHigh", "KurrentDBGcHeapNearLimit"):
+        # The description says which figures it compares, and that the limit is the pod's.
+        description = rules[name]["annotations"]["description"]
+        assert "60%" in description and "container" in description, name
+
+
+# ---- the label checker itself ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ('kurrentdb_sys_mem_bytes{kind="available"}', "kind is never available"),
+        ('kurrentdb_proc_cpu{kind="x"}', "has no label kind"),
+        ("sum by (projection) (kurrentdb_projection_state_size_bound)", "have no projection"),
+        (
+            "max by (juju_unit) (kurrentdb_proc_cpu) / on (juju_unit, disk) "
+            "max by (juju_unit, disk) (kurrentdb_sys_disk_bytes)",
+            "left-hand side has no disk",
+        ),
+        (
+            "max by (juju_unit) (kurrentdb_proc_cpu) / on (juju_unit) group_left (disk) "
+            "max by (juju_unit) (kurrentdb_sys_disk_bytes)",
+            "other side has no disk",
+        ),
+        (
+            "sum by (juju_unit) (kurrentdb_proc_cpu) / sum by (juju_model) (kurrentdb_sys_cpu)",
+            "no pair ever matches",
+        ),
+        (
+            "histogram_quantile(0.9, sum by (juju_unit) (rate(kurrentdb_grpc_method_duration_seconds_bucket[5m])))",
+            "`le`",
+        ),
+        ("kurrentdb_persistent_sub_parked_message_truncations", "not a metric KurrentDB exports"),
+    ],
+)
+def test_label_check_catches(expr: str, problem: str) -> None:
+    problems = promql_labels.analyse(expr).problems
+    assert any(problem in p for p in problems), problems
+
+
+def test_label_check_follows_labels_through_the_expression() -> None:
+    analyse = promql_labels.analyse
+    # on() one-to-one keeps the on() labels; group_left keeps the many side's.
+    assert analyse("kurrentdb_proc_cpu / on (juju_unit) kurrentdb_sys_cpu").labels == {"juju_unit"}
+    joined = analyse(
+        'kurrentdb_statuses{status="Leader"} == on (juju_unit) group_left () '
+        "max by (juju_unit) (kurrentdb_statuses)"
+    ).labels
+    assert {"status", "name", "juju_unit"} <= joined
+    assert analyse("count(up == 0) or vector(0)").labels == set()
+    quantile = "histogram_quantile(0.5, sum by (le, activity) (rate(kurrentdb_gossip_latency_seconds_bucket[5m])))"
+    assert analyse(quantile).labels == {"activity"}
+    assert analyse('kurrentdb_checkpoints{name=~"writer|replication"}').problems == []
+    assert analyse('kurrentdb_checkpoints{name=~"writer|leader"}').problems
+    assert analyse("kurrentdb_persistent_sub_parked_messages offset 15m").problems == []
+
+
+def test_metrics_file_is_well_formed() -> None:
+    families = promql_labels.families(METRICS_FILE)
+    assert len(families) > 50
+    for name, family in families.items():
+        assert re.fullmatch(r"kurrentdb_[a-z_]+", name), name
+        if family.type == "histogram":
+            series = {name + suffix for suffix in ("_bucket", "_sum", "_count")}
+            assert not series & families.keys(), f"{name}: list a histogram once"
+        assert (family.type == "counter") == name.endswith("_total"), name
+        assert not set(family.labels) & (promql_labels.TARGET_LABELS | {"le"}), name
+    # Facts the rules rely on, straight from the source (see the file's comments).
+    assert families["kurrentdb_queue_processing_duration_seconds"].labels.keys() == {
+        "queue",
+        "message_type",
+    }
+    assert not families["kurrentdb_queue_processing_duration_seconds"].default_on
+    assert families["kurrentdb_projection_state_size_bound"].labels == {
+        "bound": frozenset({"THRESHOLD", "LIMIT"})
+    }
+    for name in (
+        "kurrentdb_projection_execution_duration_max_seconds",
+        "kurrentdb_projection_state_serialization_duration_max_seconds",
+        "kurrentdb_queue_queueing_duration_max_seconds",
+    ):
+        assert families[name].labels.keys() == {"name", "range"}, name
+
+
 @pytest.mark.parametrize(
     "rule", [rule for _, rule in PROM_ALERTS + LOKI_ALERTS], ids=lambda r: r["alert"]
 )
@@ -263,12 +407,15 @@ def test_alert_tests_load_the_shipped_rules() -> None:
 
 @pytest.mark.parametrize("path", ALERT_TESTS, ids=lambda p: p.name)
 def test_alert_test_series_are_realistic(path: pathlib.Path) -> None:
+    """Series KurrentDB exports, with its labels and label values, as Prometheus scrapes them."""
     for test in _unit_tests(path):
         for item in test["input_series"]:
             name, labels = parse_series(item["series"])
             assert name in _known_metrics(), f"{name} is not a KurrentDB metric"
             missing = [label for label in SERIES_TOPOLOGY if label not in labels]
             assert not missing, f"{item['series']} lacks Juju topology labels {missing}"
+            problems = promql_labels.analyse(item["series"]).problems
+            assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("path", ALERT_TESTS, ids=lambda p: p.name)
@@ -353,8 +500,13 @@ LOG_LINES = {
         '"daysUntilExpiry": 1.98}',
     ],
     "KurrentDBMultipleVersions": [
-        "[    1,17,12:15:53.146,WRN] MULTIPLE ES VERSIONS ON CLUSTER NODES FOUND [ "
-        "(Unspecified/kurrentdb-0:2113,25.0.1), (Unspecified/kurrentdb-1:2113,24.10.6) ]",
+        "[    1,17,12:15:53.146,WRN] MULTIPLE DB VERSIONS ON CLUSTER NODES FOUND [ "
+        "(Unspecified/kurrentdb-0.kurrentdb-endpoints:2113,26.1.0), "
+        "(Unspecified/kurrentdb-1.kurrentdb-endpoints:2113,26.0.3) ]",
+        '{"@t":"2026-05-02T09:14:03.1+00:00","@mt":"MULTIPLE DB VERSIONS ON CLUSTER NODES FOUND '
+        "[ (Unspecified/kurrentdb-0.kurrentdb-endpoints:2113,26.1.0), "
+        '(Unspecified/kurrentdb-1.kurrentdb-endpoints:2113,26.0.3) ]","@l":"Warning",'
+        '"SourceContext":"KurrentDB.Core.Services.Gossip.ClusterMultipleVersionsLogger"}',
     ],
     "KurrentDBNodeRejectedAsSurplus": [
         "[    1,12,09:01:02.003,INF] ========== [kurrentdb-3:2113] DROP SUBSCRIPTION REQUEST "
@@ -370,8 +522,72 @@ LOG_LINES = {
 }
 
 
+# The message templates the Loki rules look for, as KurrentDB's source writes them (v26.1.0;
+# the same text in v25.0.0 to v26.0.3): file, then template. A line filter must be a piece of
+# the template's fixed text, so a reworded message breaks this test, not the alert.
+SOURCE_MESSAGES = {
+    "KurrentDBCertificatesExpiring": (
+        "src/KurrentDB.Core/Certificates/CertificateExpiryMonitor.cs",
+        "Certificates are going to expire in {daysUntilExpiry:N1} days",
+    ),
+    "KurrentDBCertificatesExpiringSoon": (
+        "src/KurrentDB.Core/Certificates/CertificateExpiryMonitor.cs",
+        "Certificates are going to expire in {daysUntilExpiry:N1} days",
+    ),
+    # "MULTIPLE ES VERSIONS ..." until EventStoreDB 24.10; "DB" from KurrentDB 25.0.
+    "KurrentDBMultipleVersions": (
+        "src/KurrentDB.Core/Services/Gossip/ClusterMultipleVersionsLogger.cs",
+        'MULTIPLE DB VERSIONS ON CLUSTER NODES FOUND [ {string.Join(", ", ipAndVersion)} ]',
+    ),
+    "KurrentDBNodeRejectedAsSurplus": (
+        "src/KurrentDB.Core/Services/VNode/ClusterVNodeController.cs",
+        "========== [{httpEndPoint}] DROP SUBSCRIPTION REQUEST RECEIVED FROM [{internalTcp},"
+        "{internalSecureTcp},{leaderId:B}]. THIS MEANS THAT THERE IS A SURPLUS OF NODES IN THE "
+        "CLUSTER, SHUTTING DOWN.",
+    ),
+    "KurrentDBOfflineTruncation": (
+        "src/KurrentDB.Core/Services/ClusterStorageWriterService.cs",
+        "OFFLINE TRUNCATION IS NEEDED (SubscribedAt {subscriptionPosition} "
+        "(0x{subscriptionPosition:X}) <= LastCommitPosition {lastCommitPosition} "
+        "(0x{lastCommitPosition:X})). SHUTTING DOWN NODE.",
+    ),
+}
+
+
 def test_every_loki_rule_has_sample_lines() -> None:
     assert set(LOG_LINES) == {rule["alert"] for _, rule in LOKI_ALERTS}
+    assert set(SOURCE_MESSAGES) == set(LOG_LINES)
+
+
+@pytest.mark.parametrize("rule", [rule for _, rule in LOKI_ALERTS], ids=lambda r: r["alert"])
+def test_loki_rule_looks_for_the_servers_own_message(rule: dict[str, Any]) -> None:
+    _, template = SOURCE_MESSAGES[rule["alert"]]
+    fixed_text = re.split(r"\{[^{}]*\}", template)
+    for needle in _LINE_FILTER.findall(rule["expr"]):
+        assert any(needle in piece for piece in fixed_text), (
+            f"{needle!r} is not in KurrentDB's message {template!r}"
+        )
+
+
+@pytest.mark.parametrize("rule", [rule for _, rule in LOKI_ALERTS], ids=lambda r: r["alert"])
+def test_loki_rule_uses_only_labels_the_log_streams_have(rule: dict[str, Any]) -> None:
+    """Stream selectors, `by` and `$labels` use the labels Pebble puts on the streams.
+
+    The charm's log targets label every stream with its Juju topology (cos.topology.Topology,
+    see tests/unit/test_cos.py); a `regexp` stage adds its named groups.
+    """
+    expr = rule["expr"]
+    available = set(Topology("m", "uuid", "app", "app/0", "charm").labels())
+    for pattern in _REGEXP_STAGE.findall(expr):
+        available |= set(re.compile(pattern).groupindex)
+    stream_labels = {
+        label
+        for block in re.findall(r"\{([^{}]*)\}", _STRING.sub('""', expr))
+        for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", block)
+    }
+    grouping = {label for _, labels in grouping_clauses(expr) for label in labels}
+    used = stream_labels | grouping | _annotation_labels(rule)
+    assert used <= available, f"not on KurrentDB's log streams: {sorted(used - available)}"
 
 
 @pytest.mark.parametrize("rule", [rule for _, rule in LOKI_ALERTS], ids=lambda r: r["alert"])

@@ -2,7 +2,9 @@
 
 COS Grafana renders whatever the charm ships, so these tests stand in for a Grafana import:
 the JSON shape, the datasource and Juju topology variables, panel ids and layout, and every
-PromQL expression (topology filters, and metric names from tests/data/kurrentdb-metrics.txt).
+PromQL expression: topology filters, and metric names and labels from
+tests/data/kurrentdb-metrics.txt (rebuilt from KurrentDB's source), down to the labels a
+legend prints and a table shows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import promql_labels
 import pytest
 import yaml
 
@@ -116,17 +119,8 @@ def metric_names(expr: str) -> set[str]:
 
 
 def load_known_metrics(path: Path = METRICS_PATH) -> set[str]:
-    """Names from the facts file; histograms only exist as _bucket, _sum and _count."""
-    known = {"up"}
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, kind = line.split()[:2]
-        if kind == "histogram":
-            known |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-        else:
-            known.add(name)
-    return known
+    """Names from the metrics file; histograms only exist as _bucket, _sum and _count."""
+    return set(promql_labels.catalog(path))
 
 
 def unknown_metrics(expr: str, known: set[str]) -> set[str]:
@@ -394,7 +388,6 @@ def test_cluster_health_is_covered(dashboard: dict[str, Any]):
         "kurrentdb_gc_allocated_bytes_total",
         "kurrentdb_cache_hits_misses_total",
         "kurrentdb_proc_cpu",
-        "kurrentdb_sys_cpu",
         "kurrentdb_proc_mem_bytes",
         "kurrentdb_sys_mem_bytes",
         "kurrentdb_sys_disk_bytes",
@@ -427,6 +420,141 @@ def test_every_metric_is_a_known_kurrentdb_metric(dashboard: dict[str, Any]):
             selector = label_values_selector(var_query(variable))
             problems += [f"${variable['name']}: {n}" for n in unknown_metrics(selector, known)]
     assert not problems, "unknown metrics:\n" + "\n".join(problems)
+
+
+# Columns Grafana adds to a table besides the series' labels.
+TABLE_FIELDS = {"Time", "Value", "Metric"}
+
+
+def label_problems(panel: dict[str, Any]) -> list[str]:
+    """Every label a panel uses that its series do not have.
+
+    Label matchers, `by`/`on`/`group_left` labels and label values (promql_labels, against
+    tests/data/kurrentdb-metrics.txt), the labels each legend prints, and the label columns a
+    table keeps.
+    """
+    problems = []
+    shown: set[str] = set()
+    for target in panel.get("targets", []):
+        ref = f"{panel['title']} ({target['refId']})"
+        analysis = promql_labels.analyse(target["expr"])
+        problems += [f"{ref}: {problem}" for problem in analysis.problems]
+        legend = set(promql_labels.LEGEND_LABEL.findall(target.get("legendFormat", "")))
+        for label in sorted(legend - analysis.labels):
+            problems.append(f"{ref}: the legend prints {{{{{label}}}}}, which the result lacks")
+        shown |= analysis.labels
+    for transformation in panel.get("transformations", []):
+        if transformation["id"] == "filterFieldsByName":
+            names = set(transformation["options"]["include"].get("names", []))
+            for name in sorted(names - shown - TABLE_FIELDS):
+                if not name.startswith("Value #"):
+                    problems.append(f"{panel['title']}: the table shows {name!r}, no label of it")
+    return problems
+
+
+def test_every_label_a_panel_uses_is_a_label_kurrentdb_exports(dashboard: dict[str, Any]):
+    problems = [problem for panel in all_panels(dashboard) for problem in label_problems(panel)]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = var_query(variable)
+            analysis = promql_labels.analyse(label_values_selector(query))
+            problems += [f"${variable['name']}: {p}" for p in analysis.problems]
+            if label_values_label(query) not in analysis.labels:
+                problems.append(f"${variable['name']}: no label {label_values_label(query)}")
+    assert not problems, "\n".join(problems)
+
+
+# Queries of the dashboard as it was before the metric and label definitions were checked
+# against KurrentDB's source: each groups by or prints a label its metric does not have.
+WRONG_PANELS = [
+    (
+        "sum by (queue, name, le) (rate(kurrentdb_queue_processing_duration_seconds_bucket[5m]))",
+        "{{queue}}{{name}}",
+        "have no name",
+    ),
+    (
+        "max by (juju_unit, projection) (kurrentdb_projection_state_size) / max by (juju_unit, "
+        "projection) (kurrentdb_projection_state_size_bound)",
+        "{{projection}}",
+        "have no projection",
+    ),
+    (
+        "max by (juju_unit, projection) (kurrentdb_projection_execution_duration_max_seconds)",
+        "{{projection}}",
+        "have no projection",
+    ),
+    (
+        "max by (juju_unit) (kurrentdb_projection_state_serialization_duration_max_seconds)",
+        "{{projection}}",
+        "the legend prints {{projection}}",
+    ),
+    (
+        "sum by (group_name) (rate(kurrentdb_persistent_sub_parked_message_truncations[5m]))",
+        "{{group_name}}",
+        "not a metric KurrentDB exports",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expr", "legend", "problem"), WRONG_PANELS)
+def test_label_check_catches_the_old_panels(expr: str, legend: str, problem: str):
+    panel = {"title": "old", "targets": [{"refId": "A", "expr": expr, "legendFormat": legend}]}
+    problems = label_problems(panel)
+    assert any(problem in p for p in problems), problems
+
+
+def test_label_check_catches_a_table_column_no_series_has():
+    panel = {
+        "title": "table",
+        "targets": [{"refId": "A", "expr": "kurrentdb_proc_cpu", "legendFormat": "__auto"}],
+        "transformations": [
+            {"id": "filterFieldsByName", "options": {"include": {"names": ["status", "Value"]}}}
+        ],
+    }
+    assert label_problems(panel) == ["table: the table shows 'status', no label of it"]
+
+
+def test_panels_on_metrics_off_by_default_say_so(dashboard: dict[str, Any]):
+    catalog = promql_labels.catalog()
+    for panel in all_panels(dashboard):
+        off = {
+            name
+            for target in panel.get("targets", [])
+            for name in promql_labels.analyse(target["expr"]).series
+            if (family := catalog[name].family) is not None and not family.default_on
+        }
+        if off:
+            assert "off by default" in panel["description"].lower(), (
+                f"{panel['title']} reads {sorted(off)}, which KurrentDB does not export with "
+                "its default metricsconfig.json: the description must say so"
+            )
+
+
+def test_node_wide_figures_are_shown_as_the_nodes(dashboard: dict[str, Any]):
+    """Only panels titled as the Kubernetes node's show the node's load or free memory."""
+    for panel in all_panels(dashboard):
+        for target in panel.get("targets", []):
+            if promql_labels.node_wide_selectors(target["expr"]):
+                assert "node" in panel["title"].lower(), (
+                    f"{panel['title']} shows the Kubernetes node's figures as the pod's"
+                )
+
+
+def test_memory_panels_compare_the_process_with_its_limits(dashboard: dict[str, Any]):
+    """Resident memory against the pod limit, never the node's MemAvailable (kind="free")."""
+    memory = [
+        (name, matchers)
+        for panel in all_panels(dashboard)
+        for target in panel.get("targets", [])
+        for name, matchers in promql_labels.selectors(target["expr"])
+        if name in ("kurrentdb_proc_mem_bytes", "kurrentdb_sys_mem_bytes")
+    ]
+    assert ("kurrentdb_proc_mem_bytes", 'kind="working-set"') in {
+        (name, matchers.split(", ")[0]) for name, matchers in memory
+    }
+    assert not [m for m in memory if 'kind="free"' in m[1]], (
+        'kurrentdb_sys_mem_bytes{kind="free"} is the Kubernetes node\'s MemAvailable'
+    )
 
 
 def test_metric_check_catches_a_made_up_metric():
