@@ -26,6 +26,8 @@ VNODE_STATES = (
     "PreReadOnlyReplica", "ReadOnlyReplica", "ResigningLeader",
 )  # fmt: skip
 _STATE_BY_LOWER = {s.lower(): s for s in VNODE_STATES}
+# A node's answers are small JSON documents; anything larger is not what the contract says.
+MAX_BODY_BYTES = 8 * 2**20
 _T = TypeVar("_T")
 
 
@@ -100,6 +102,16 @@ class GossipMember:
     node_priority: int
     is_read_only_replica: bool
     timestamp: str
+    # The node's own HTTP endpoint (`NodeHostAdvertiseAs`), whatever it advertises to
+    # clients in `http_host` (`AdvertiseHostToClientAs`): ClientClusterInfo.cs.
+    internal_http_host: str | None = None
+    internal_http_port: int = 0
+    db_version: str = ""  # `esVersion` on the wire
+
+    @property
+    def node_host(self) -> str:
+        """The name the node knows itself by, which the charm identifies nodes with."""
+        return self.internal_http_host or self.http_host
 
     @property
     def replication_port(self) -> int:
@@ -137,28 +149,91 @@ class User:
 
 
 def _node_info(body: Any) -> NodeInfo:
-    state = str(body["state"])
+    state = _text(body, "state")
+    features = body.get("features") or {}
+    auth = body.get("authentication")  # null when insecure
+    if not isinstance(features, dict) or not (auth is None or isinstance(auth, dict)):
+        raise TypeError("features and authentication must be objects")
     return NodeInfo(
-        db_version=str(body["dbVersion"]),
-        state=_STATE_BY_LOWER.get(state.lower(), state),
-        features={str(k): bool(v) for k, v in (body.get("features") or {}).items()},
-        authentication_type=(body.get("authentication") or {}).get("type"),  # null when insecure
+        db_version=_text(body, "dbVersion"),
+        state=_state(state),
+        features={str(k): _strict_bool(v, f"features.{k}") for k, v in features.items()},
+        authentication_type=_optional_text(auth or {}, "type"),
     )
 
 
 def _gossip(body: Any) -> ClusterGossip:
-    def member(m: dict[str, Any]) -> GossipMember:
+    def member(m: Any) -> GossipMember:
+        if not isinstance(m, dict):
+            raise TypeError("a gossip member must be an object")
         return GossipMember(
-            m["instanceId"], m["state"], bool(m["isAlive"]), m["httpEndPointIp"],
-            int(m["httpEndPointPort"]), m.get("internalTcpIp"), int(m.get("internalTcpPort") or 0),
-            int(m.get("internalSecureTcpPort") or 0), int(m["writerCheckpoint"]),
-            int(m["chaserCheckpoint"]), int(m["lastCommitPosition"]), int(m["epochPosition"]),
-            int(m["epochNumber"]), str(m["epochId"]), int(m["nodePriority"]),
-            bool(m["isReadOnlyReplica"]), str(m.get("timeStamp") or ""),
+            _text(m, "instanceId"), _state(_text(m, "state")), _bool(m, "isAlive"),
+            _text(m, "httpEndPointIp"), _int(m, "httpEndPointPort"),
+            _optional_text(m, "internalTcpIp"), _int(m, "internalTcpPort", 0),
+            _int(m, "internalSecureTcpPort", 0), _int(m, "writerCheckpoint"),
+            _int(m, "chaserCheckpoint"), _int(m, "lastCommitPosition"), _int(m, "epochPosition"),
+            _int(m, "epochNumber"), _text(m, "epochId"), _int(m, "nodePriority"),
+            _bool(m, "isReadOnlyReplica"), _optional_text(m, "timeStamp") or "",
+            _optional_text(m, "internalHttpEndPointIp"), _int(m, "internalHttpEndPointPort", 0),
+            _optional_text(m, "esVersion") or "",
         )  # fmt: skip
 
-    members = tuple(member(m) for m in body["members"])
-    return ClusterGossip(members, str(body["serverIp"]), int(body["serverPort"]))
+    members = body["members"]
+    if not isinstance(members, list):
+        raise TypeError("members must be a list")
+    return ClusterGossip(
+        tuple(member(m) for m in members), _text(body, "serverIp"), _int(body, "serverPort")
+    )
+
+
+# .NET's Int64 bounds: checkpoints and positions are longs on the server.
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _int(body: dict[str, Any], key: str, default: int | None = None) -> int:
+    """A JSON integer within Int64 (never a bool, a float or a string)."""
+    value = body.get(key) if default is not None else body[key]
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} must be an integer, not {type(value).__name__}")
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise ValueError(f"{key} is out of range")
+    return value
+
+
+def _bool(body: dict[str, Any], key: str) -> bool:
+    return _strict_bool(body[key], key)
+
+
+def _strict_bool(value: Any, key: str) -> bool:
+    """A JSON boolean: the string "false" is not False, and not True either."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} must be a boolean, not {type(value).__name__}")
+    return value
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _optional_text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _state(state: str) -> str:
+    """A VNodeState in its own spelling; an unknown one is kept (a newer server), never empty."""
+    if not state.strip():
+        raise ValueError("state is empty")
+    return _STATE_BY_LOWER.get(state.lower(), state)
 
 
 def _user(body: Any) -> User:
@@ -255,13 +330,18 @@ class KurrentDBClient:
         # A proxy's HTML page or some other server: say so here rather than fail later.
         try:
             body = json.loads(raw)
-        except ValueError:
-            message = f"GET {path}: HTTP {status} with a body that is not JSON"
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses
+            message = f"GET {path}: HTTP {status} with a body that is not JSON (or too deep)"
             raise KurrentDBAPIError(message, method="GET", path=path, status=status) from None
         try:
+            if not isinstance(body, dict):
+                raise TypeError(f"the body is a {type(body).__name__}, not an object")
             return parse(body)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
-            message = f"GET {path}: HTTP {status} with JSON of an unexpected shape ({e!r})"
+        except (
+            KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError,
+            RecursionError,
+        ) as e:  # fmt: skip
+            message = f"GET {path}: HTTP {status} with JSON of an unexpected shape ({e})"
             raise KurrentDBAPIError(message, method="GET", path=path, status=status) from None
 
     def _request(
@@ -290,26 +370,52 @@ class KurrentDBClient:
         try:
             conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
-            status, raw = response.status, response.read()
+            status, raw = response.status, response.read(MAX_BODY_BYTES + 1)
         except (OSError, http.client.HTTPException) as e:
             reason, why = _why_unreachable(e, self.timeout)
             message = f"{method} {path} on {self._host}:{self._port}: {why}"
             raise KurrentDBUnreachable(message, reason=reason, method=method, path=path) from e
         finally:
             conn.close()
+        if len(raw) > MAX_BODY_BYTES:
+            message = f"{method} {path}: HTTP {status} with a body over {MAX_BODY_BYTES} bytes"
+            raise KurrentDBAPIError(message, method=method, path=path, status=status)
         if 200 <= status < 300 or status in ok:
             return status, raw
         error = _ERROR_BY_STATUS.get(status, KurrentDBAPIError)
-        detail = raw[:4096].decode(errors="replace")
-        for secret in (*self._secrets, *secrets):  # in case a server or proxy echoes the request
-            detail = detail.replace(secret, "***") if secret else detail
-        detail = detail.strip()[:200]  # redact before cutting, so no partial secret is left
+        # In case a server or proxy echoes the request: every encoding of every secret sent
+        # goes before the text is cut or folded, so no part of one is left.
+        detail = redact(raw[:4096].decode(errors="replace"), (*self._secrets, *secrets))
+        detail = " ".join(detail.split())[:200]  # one line: statuses show it
         message = f"{method} {path}: HTTP {status}" + (f": {detail}" if detail else "")
         if error is KurrentDBAuthError and self.username is None:
             message += " (no credentials given)"
         elif error is KurrentDBAuthError:
             message += f" (user {self.username!r} was rejected or lacks the required group)"
         raise error(message, method=method, path=path, status=status)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every secret replaced by ***, in each encoding a request may carry it.
+
+    Raw, JSON-escaped (with and without unicode escapes), URL-encoded (path and
+    form), and base64 (Basic auth carries `user:password`, itself in `secrets`).
+    """
+    forms: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        forms |= {
+            secret,
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            urllib.parse.quote(secret, safe=""),
+            urllib.parse.quote_plus(secret),
+            base64.b64encode(secret.encode()).decode(),
+        }
+    for form in sorted(forms, key=len, reverse=True):  # longest first: no partial leftovers
+        text = text.replace(form, "***")
+    return text
 
 
 def _why_unreachable(e: Exception, timeout: float) -> tuple[str, str]:

@@ -60,6 +60,7 @@ class NodeState:
     instance_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     http_host: str = "127.0.0.1"
     http_port: int = 2113  # the double sets its own node's port when it starts
+    advertise_host_to_client_as: str | None = None  # what clients are told to use
     replication_port: int = 1112  # secure cluster: internalSecureTcpPort, internalTcpPort is 0
     writer_checkpoint: int = 0
     chaser_checkpoint: int = 0
@@ -75,7 +76,14 @@ class NodeState:
     authentication_type: str | None = "internal"
 
     def gossip_json(self) -> dict[str, Any]:
-        """This node as a `/gossip` `members[]` entry, every field of contract §4.2."""
+        """This node as a `/gossip` `members[]` entry: `ClientMemberInfo`'s fields.
+
+        `src/KurrentDB.Core/Cluster/ClientClusterInfo.cs` (v25.1.4 to v26.1.0): the node's
+        own endpoint is `internalHttpEndPoint*`; `httpEndPoint*` and `externalTcp*` show what
+        it advertises to clients (`AdvertiseHostToClientAs` and friends, which are not
+        fields of their own); `esVersion` is the node's version.
+        """
+        client_host = self.advertise_host_to_client_as or self.http_host
         return {
             "instanceId": self.instance_id,
             "timeStamp": _now_iso(),
@@ -84,14 +92,14 @@ class NodeState:
             "internalTcpIp": self.http_host,
             "internalTcpPort": 0,
             "internalSecureTcpPort": self.replication_port,
-            "externalTcpIp": None,
+            "externalTcpIp": client_host,
             "externalTcpPort": 0,
             "externalSecureTcpPort": 0,
-            "httpEndPointIp": self.http_host,
+            "internalHttpEndPointIp": self.http_host,
+            "internalHttpEndPointPort": self.http_port,
+            "httpEndPointIp": client_host,
             "httpEndPointPort": self.http_port,
-            "advertiseHostToClientAs": None,
-            "advertiseHttpPortToClientAs": 0,
-            "advertiseTcpPortToClientAs": 0,
+            "esVersion": self.version,
             "lastCommitPosition": self.last_commit_position,
             "writerCheckpoint": self.writer_checkpoint,
             "chaserCheckpoint": self.chaser_checkpoint,

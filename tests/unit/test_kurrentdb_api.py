@@ -206,10 +206,10 @@ def test_gossip_wire_format_follows_the_contract(double: KurrentDBDouble):
     assert set(payload["members"][0]) == {
         "instanceId", "timeStamp", "state", "isAlive", "internalTcpIp", "internalTcpPort",
         "internalSecureTcpPort", "externalTcpIp", "externalTcpPort", "externalSecureTcpPort",
-        "httpEndPointIp", "httpEndPointPort", "advertiseHostToClientAs",
-        "advertiseHttpPortToClientAs", "advertiseTcpPortToClientAs", "lastCommitPosition",
-        "writerCheckpoint", "chaserCheckpoint", "epochPosition", "epochNumber", "epochId",
-        "nodePriority", "isReadOnlyReplica",
+        "internalHttpEndPointIp", "internalHttpEndPointPort", "httpEndPointIp",
+        "httpEndPointPort", "lastCommitPosition", "writerCheckpoint", "chaserCheckpoint",
+        "epochPosition", "epochNumber", "epochId", "nodePriority", "isReadOnlyReplica",
+        "esVersion",
     }  # fmt: skip
 
 
