@@ -33,15 +33,23 @@ BAD_VALUES = [
     ),
     (
         {"extra-options": "{ClusterSise: 3}"},
-        "invalid config extra-options='ClusterSise': unknown KurrentDB option names (see its docs)",
+        "invalid config extra-options='ClusterSise': not a KurrentDB 26.0.3 option: remove it (did you mean ClusterSize?)",
     ),
     (
         {"extra-options": "{Insecure: true, Db: /tmp}"},
-        "invalid config extra-options='Db, Insecure': managed by the charm, not settable",
+        "invalid config extra-options='Db': set by the charm (its storage) (and 1 more refused)",
     ),
     (
         {"extra-options": "{ExtIp: 0.0.0.0}"},
-        "invalid config extra-options='ExtIp': unknown KurrentDB option names (see its docs)",
+        "invalid config extra-options='ExtIp': removed in KurrentDB 25.0: use NodeIp",
+    ),
+    (
+        {"extra-options": "{MaxPartitionStateCacheSize: 1000}"},
+        "invalid config extra-options='MaxPartitionStateCacheSize': not in KurrentDB 26.0.3 (added in 26.1.0): remove it or use a 26.1.0+ image",
+    ),
+    (
+        {"extra-options": "{OverrideAnonymousEndpointAccessForGossip: false}"},
+        "invalid config extra-options='OverrideAnonymousEndpointAccessForGossip': the charm reads /gossip without credentials for its health checks",
     ),
     (
         {"extra-options": "{Licensing: abc}"},
