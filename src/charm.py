@@ -20,6 +20,7 @@ from config import CharmConfig, ConfigError, parse_config
 from coordinator import ClusterCoordinator
 from cos import dashboards, logs, metrics
 from cos.topology import Topology
+from image import Image
 from node import Node
 from security import Security
 from state import PEER_RELATION, SYSTEM_USERS, CharmState, SecretUnavailableError
@@ -51,7 +52,9 @@ class KurrentDBCharm(ops.CharmBase):
         super().__init__(framework)
         self.state = CharmState(self.model)
         self.security = Security(self.model, self.state, self._stored)
-        self.node = Node(KurrentDBWorkload(self.unit.get_container(paths.CONTAINER)))
+        container = self.unit.get_container(paths.CONTAINER)
+        self.image = Image(container, self._stored)
+        self.node = Node(KurrentDBWorkload(container))
         self.cluster = ClusterCoordinator(
             self,
             self.state,
@@ -77,7 +80,7 @@ class KurrentDBCharm(ops.CharmBase):
         self._config: tuple[CharmConfig | None, ConfigError | None] | None = None
         self._chosen: tuple[dict[str, str] | None, ConfigError | None] | None = None
 
-        container = self.on[paths.CONTAINER]
+        container_events = self.on[paths.CONTAINER]
         peers = self.on[PEER_RELATION]
         for event in (
             self.on.config_changed,
@@ -86,9 +89,9 @@ class KurrentDBCharm(ops.CharmBase):
             self.on.update_status,
             self.on.secret_changed,
             self.on.data_storage_attached,
-            container.pebble_ready,
-            container.pebble_check_failed,
-            container.pebble_check_recovered,
+            container_events.pebble_ready,
+            container_events.pebble_check_failed,
+            container_events.pebble_check_recovered,
             peers.relation_created,
             peers.relation_joined,
             peers.relation_changed,
@@ -142,6 +145,8 @@ class KurrentDBCharm(ops.CharmBase):
             return  # the status path says what is missing
         if not self.node.workload.can_connect():
             return
+        if self.image.problem() and not self.node.workload.is_running():
+            return  # never start an image the charm cannot run; the status says which works
         certificate = self.security.node_certificate(ca, self.identity)
         plan, report = self.state.cluster_plan(), self.state.own_report()
         self.cluster.note_settings(config.to_stored(), plan.members)
@@ -202,7 +207,8 @@ class KurrentDBCharm(ops.CharmBase):
         """The current config, or why it cannot be used (parsed once per hook)."""
         if self._config is None:
             try:
-                self._config = (parse_config(dict(self.config)), None)
+                # Option names and types depend on the KurrentDB version the image holds.
+                self._config = (parse_config(dict(self.config), self.image.version()), None)
             except ConfigError as e:
                 self._config = (None, e)
         return self._config
@@ -219,9 +225,9 @@ class KurrentDBCharm(ops.CharmBase):
         if last_good is None:
             return None
         try:
-            return CharmConfig.from_stored(last_good)
-        except (KeyError, ValueError, TypeError):
-            logger.warning("Ignoring an unreadable last good configuration")
+            return CharmConfig.from_stored(last_good, self.image.version())
+        except ConfigError as stale:
+            logger.warning("Not using the last good configuration: %s", stale.message)
             return None
 
     def _chosen_passwords(self) -> tuple[dict[str, str] | None, ConfigError | None]:
@@ -282,6 +288,8 @@ class KurrentDBCharm(ops.CharmBase):
         for error in (self._parsed_config()[1], self._chosen_passwords()[1]):
             if error is not None:
                 event.add_status(ops.BlockedStatus(error.message))
+        if image_problem := self.image.problem():
+            event.add_status(ops.BlockedStatus(image_problem))
         try:
             self._add_unit_status(event)
         except SecretUnavailableError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import json
 import pathlib
 import re
 from collections.abc import Callable, Mapping
@@ -427,16 +428,28 @@ class CharmConfig:
         }
 
     @classmethod
-    def from_stored(cls, stored: Mapping[str, Any]) -> CharmConfig:
-        """Rebuild a configuration saved with `to_stored`."""
-        return cls(
-            profile=Profile(stored["profile"]),
-            log_level=stored["log-level"],
-            run_projections=RunProjections(stored["run-projections"]),
-            start_standard_projections=bool(stored["start-standard-projections"]),
-            extra_options=dict(stored["extra-options"]),
-            system_users=stored.get("system-users"),
-        )
+    def from_stored(cls, stored: Mapping[str, Any], version: str | None = None) -> CharmConfig:
+        """Rebuild a configuration saved with `to_stored`, validated again.
+
+        What was stored came from another unit, maybe another charm revision, and was
+        valid for the KurrentDB that ran then: it is checked as a fresh config is, against
+        `version`. Raises ConfigError.
+        """
+        extra = stored.get("extra-options") or {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError("extra-options", extra, "the stored value is not a map")
+        start_standard = stored.get("start-standard-projections", False)
+        if not isinstance(start_standard, bool):
+            raise ConfigError("start-standard-projections", start_standard, "a boolean")
+        raw = {
+            key: stored[key]
+            for key in ("profile", "log-level", "run-projections", "system-users")
+            if isinstance(stored.get(key), str)
+        }
+        # JSON is YAML: the stored map goes through the same parser as the option.
+        raw["extra-options"] = json.dumps(extra)
+        raw["start-standard-projections"] = start_standard
+        return parse_config(raw, version)
 
 
 def parse_config(raw: Mapping[str, Any], version: str | None = None) -> CharmConfig:

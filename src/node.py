@@ -196,7 +196,7 @@ class Node:
 
         def new_leader() -> bool:
             gossip = client.gossip()
-            return gossip.leader is not None and gossip.leader.http_host != own_host
+            return gossip.leader is not None and gossip.leader.node_host != own_host
 
         return wait_for(new_leader, "another node to become leader", timeout)
 
@@ -213,7 +213,7 @@ class Node:
             return all(
                 cluster.caught_up(leader.writer_checkpoint, m.writer_checkpoint)
                 for m in gossip.alive_members
-                if m.http_host != own_host
+                if m.node_host != own_host
             )
 
         return wait_for(in_sync, "the other nodes to catch up before leaving", timeout)
@@ -239,7 +239,7 @@ def _caught_up(info: NodeInfo, gossip: ClusterGossip, own_host: str) -> bool:
     if info.state == "Leader":
         return True
     leader = gossip.leader
-    me = next((m for m in gossip.members if m.http_host == own_host), None)
+    me = next((m for m in gossip.members if m.node_host == own_host), None)
     if leader is None or me is None or info.state not in cluster.SERVING_ROLES:
         return False
     return cluster.caught_up(leader.writer_checkpoint, me.writer_checkpoint)

@@ -20,6 +20,7 @@ from workload import paths
 ADMIN_PASSWORD = "admin-Secret-0001"
 OPS_PASSWORD = "ops-Secret-0002"
 MODEL = "prod"
+IMAGE_VERSION = "26.0.3"  # what the unit tests' image says `KurrentDB --version` is
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +114,14 @@ def kurrentdb_container(volumes: Volumes, **kwargs: Any) -> testing.Container:
             "etc": testing.Mount(location="/etc", source=volumes.etc),
             "data": testing.Mount(location=paths.DATA_DIR, source=volumes.data),
         },
-        execs={testing.Exec(["chown"], return_code=0)},
+        execs={
+            testing.Exec(["chown"], return_code=0),
+            testing.Exec(
+                [paths.BINARY, "--version"],
+                stdout=f"KurrentDB version {IMAGE_VERSION} oss (tags/v{IMAGE_VERSION}/abc, "
+                "Mon, 1 Dec 2026 00:00:00 +0000)\n",
+            ),
+        },
         **kwargs,
     )
 

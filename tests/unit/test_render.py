@@ -17,9 +17,14 @@ from workload.render import (
     render_config_file,
 )
 
-# Kept as test data, independent of the copy the charm validates against.
+# Kept as test data, independent of the copy the charm validates against: the oldest
+# supported line, so the rendered file starts every supported image.
 OPTION_NAMES = frozenset(
-    (pathlib.Path(__file__).parents[1] / "data" / "kurrentdb-option-names.txt").read_text().split()
+    line.split("\t")[0]
+    for line in (pathlib.Path(__file__).parents[1] / "data" / "kurrentdb-options" / "26.0.0.txt")
+    .read_text()
+    .splitlines()
+    if line.strip() and not line.startswith("#")
 )
 # Names removed in KurrentDB 25.0 or earlier: any of them stops the server.
 REMOVED_NAMES = {"ExtIp", "IntIp", "ExtHttpPort", "HttpPort", "IntTcpPort", "ExtTcpPort"}
@@ -110,12 +115,12 @@ def test_projections(value, expected):
 def test_extra_option_values_survive_yaml_quoting():
     config = parse_config(
         {
-            "extra-options": "{AuthorizationConfig: 'a: b # c', LogHttpRequests: true, MaxTruncation: -1}"
+            "extra-options": "{Transform: 'a: b # c', EnableAtomPubOverHttp: true, MaxTruncation: -1}"
         }
     )
     options = rendered(config)
-    assert options["AuthorizationConfig"] == "a: b # c"
-    assert options["LogHttpRequests"] is True
+    assert options["Transform"] == "a: b # c"
+    assert options["EnableAtomPubOverHttp"] is True
     assert options["MaxTruncation"] == -1
 
 

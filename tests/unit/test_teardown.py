@@ -77,7 +77,10 @@ def gossip(kurrentdb, leader: int = 1, lag: int = 0) -> list[dict]:
     """Three nodes as unit 1's node sees them; `leader` leads, the others lag by `lag`."""
     rows = three_node_gossip(kurrentdb, lag=(lag, lag))
     order = [leader, *(n for n in (0, 1, 2) if n != leader)]
-    return [row | {"httpEndPointIp": FQDN.format(n)} for n, row in zip(order, rows, strict=True)]
+    return [
+        row | {"httpEndPointIp": FQDN.format(n), "internalHttpEndPointIp": FQDN.format(n)}
+        for n, row in zip(order, rows, strict=True)
+    ]
 
 
 def running(ctx, volumes, ca, kurrentdb, leader: int = 1) -> testing.State:

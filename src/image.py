@@ -1,0 +1,58 @@
+"""Which KurrentDB the unit's image holds, and whether the charm supports it.
+
+The charm cannot see the image tag (Juju hands it a registry digest), so it asks the binary
+once per pod: `KurrentDB --version` prints the same version `/info` reports as `dbVersion`
+and exits before KurrentDB checks any option. The answer is cached in stored state: a new
+image always comes with a new pod (`juju refresh`, a new resource), whose stored state is
+empty, so the cache can never outlive the image it describes; losing it costs one exec.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ops
+
+import config
+from workload import paths
+
+logger = logging.getLogger(__name__)
+
+VERSION_COMMAND = [paths.BINARY, "--version", "--disable-log-file"]
+
+
+class Image:
+    """The KurrentDB version of this unit's workload image."""
+
+    def __init__(self, container: ops.Container, stored: ops.framework.BoundStoredState):
+        self._container = container
+        self._stored = stored
+        self._stored.set_default(image_version="")
+        self._asked = False
+
+    def version(self) -> str | None:
+        """The image's KurrentDB version; None while it cannot be known (no Pebble yet)."""
+        if self._stored.image_version:
+            return str(self._stored.image_version)
+        if self._asked or not self._container.can_connect():
+            return None
+        self._asked = True  # once per hook, even when it fails
+        try:
+            process = self._container.exec(
+                VERSION_COMMAND, user=paths.WORKLOAD_USER, timeout=30, combine_stderr=True
+            )
+            output, _ = process.wait_output()
+        except (ops.pebble.Error, OSError) as e:
+            logger.warning("Cannot ask the image for its KurrentDB version: %s", e)
+            return None
+        version = config.version_from_cli(output or "")
+        if version is None:
+            logger.warning("KurrentDB --version printed no version")
+            return None
+        logger.info("The image holds KurrentDB %s", version)
+        self._stored.image_version = version
+        return version
+
+    def problem(self) -> str | None:
+        """A blocked-status message when the charm cannot run this image's KurrentDB."""
+        return config.image_support(self.version())
