@@ -26,7 +26,12 @@ from security import Security
 from state import PEER_RELATION, SYSTEM_USERS, CharmState, SecretUnavailableError
 from tls import KeyPair
 from workload import paths
-from workload.kurrentdb import KurrentDBWorkload, ServiceState, WorkloadUserMissingError
+from workload.kurrentdb import (
+    KurrentDBWorkload,
+    ServiceState,
+    WorkloadUserMissingError,
+    describe_pebble_error,
+)
 
 if TYPE_CHECKING:
     from kurrentdb_api import KurrentDBClient
@@ -127,6 +132,11 @@ class KurrentDBCharm(ops.CharmBase):
             # Never read as "absent" (that would replace the CA or passwords): wait.
             logger.warning("Reconcile deferred: %s", e)
             self._problems.append(ops.WaitingStatus(f"{e}; will retry"))
+        except ops.pebble.Error as e:  # the workload container, mid-hook
+            message, needs_user = describe_pebble_error(e)
+            logger.error("Configuring KurrentDB failed: %s", message)
+            status = ops.BlockedStatus if needs_user else ops.MaintenanceStatus
+            self._problems.append(status(message))
 
     def _reconcile_unit(self, event: ops.EventBase) -> None:
         if isinstance(event, ops.PebbleReadyEvent):
@@ -143,8 +153,8 @@ class KurrentDBCharm(ops.CharmBase):
         view = self.cluster.view()
         if config is None or ca is None or passwords is None or view is None:
             return  # the status path says what is missing
-        if not self.node.workload.can_connect():
-            return
+        if not self.node.workload.can_connect() or not self.model.storages.get("data"):
+            return  # the status path says which
         if self.image.problem() and not self.node.workload.is_running():
             return  # never start an image the charm cannot run; the status says which works
         certificate = self.security.node_certificate(ca, self.identity)
@@ -173,10 +183,6 @@ class KurrentDBCharm(ops.CharmBase):
                     self.cluster.schedule()  # release the grant if this node is back in sync
         except WorkloadUserMissingError:
             return  # the status path names what the image lacks
-        except (ops.pebble.ExecError, ops.pebble.ChangeError, ops.pebble.APIError) as e:
-            logger.error("Configuring KurrentDB failed: %s", e)
-            self._problems.append(ops.MaintenanceStatus("configuring KurrentDB failed; will retry"))
-            return
         self.unit.set_ports(paths.HTTP_PORT)
         if self.unit.is_leader() and chosen and self.security.rotation_pending(passwords, chosen):
             self._rotate_passwords(chosen)
@@ -294,6 +300,8 @@ class KurrentDBCharm(ops.CharmBase):
             self._add_unit_status(event)
         except SecretUnavailableError as e:
             event.add_status(ops.WaitingStatus(f"{e}; will retry"))
+        except ops.pebble.Error as e:
+            event.add_status(ops.WaitingStatus(describe_pebble_error(e)[0]))
 
     def _add_unit_status(self, event: ops.CollectStatusEvent) -> None:
         if self.cluster.leaving:
@@ -308,6 +316,9 @@ class KurrentDBCharm(ops.CharmBase):
             return
         if not self.node.workload.can_connect():
             event.add_status(ops.WaitingStatus("waiting for Pebble in the kurrentdb container"))
+            return
+        if not self.model.storages.get("data"):
+            event.add_status(ops.WaitingStatus("waiting for the data volume"))
             return
         plan, report = self.state.cluster_plan(), self.state.own_report()
         pending = self.node.restart_pending
@@ -334,7 +345,7 @@ class KurrentDBCharm(ops.CharmBase):
             return
         health = self.cluster.health()
         if health.info is None:
-            event.add_status(ops.WaitingStatus(f"KurrentDB is not answering: {health.problem}"))
+            event.add_status(ops.WaitingStatus(health.problem or "KurrentDB is not answering"))
             return
         self.unit.set_workload_version(health.info.db_version)
         if health.serving:

@@ -165,13 +165,17 @@ class Node:
 
     def health(self, client: KurrentDBClient, own_host: str, clustered: bool) -> NodeHealth:
         """Ask the node for its state, version and lag; never raises."""
-        from kurrentdb_api import KurrentDBError
+        from kurrentdb_api import KurrentDBAuthError, KurrentDBError, KurrentDBUnreachable
 
         try:
             info = client.info()
             gossip = client.gossip() if clustered else None
+        except KurrentDBAuthError as e:
+            return NodeHealth(problem=f"KurrentDB rejected the charm's credentials ({e})")
+        except KurrentDBUnreachable as e:
+            return NodeHealth(problem=f"KurrentDB is not answering: {e}")
         except KurrentDBError as e:
-            return NodeHealth(problem=str(e))
+            return NodeHealth(problem=f"KurrentDB answered what the charm cannot use: {e}")
         if gossip is None:
             return NodeHealth(info=info, caught_up=info.state in cluster.SERVING_ROLES)
         return NodeHealth(info=info, gossip=gossip, caught_up=_caught_up(info, gossip, own_host))

@@ -127,10 +127,10 @@ class KurrentDBWorkload:
         return self.container.can_connect()
 
     def service_state(self) -> ServiceState:
-        """What Pebble says the KurrentDB service is doing."""
+        """What Pebble says the KurrentDB service is doing (MISSING if it cannot say)."""
         try:
             service = self.container.get_service(paths.SERVICE)
-        except ops.ModelError:
+        except (ops.ModelError, ops.pebble.Error):
             return ServiceState.MISSING
         if service.is_running():
             return ServiceState.RUNNING
@@ -381,3 +381,42 @@ def _wait_since(moment: float, spacing: float) -> None:
     if remaining > 0:
         logger.info("Waiting %.0f s so that Pebble's earlier kill-delay has passed", remaining)
         time.sleep(remaining)
+
+
+def describe_pebble_error(error: ops.pebble.Error) -> tuple[str, bool]:
+    """A one-line status for a Pebble failure, and whether the user must act (blocked).
+
+    Pebble's messages name the path and the OS error ("no space left on device",
+    "read-only file system"); those need someone to fix the volume or the image, anything
+    else is retried by the next hook.
+    """
+    where = f"the {paths.CONTAINER} container"
+    if isinstance(error, ops.pebble.PathError):
+        text = error.message.lower()
+        if "no space left" in text:
+            return f"the disk of {where} is full: free space or use a larger volume", True
+        if "read-only file system" in text:
+            return f"{where} has a read-only file system where the charm writes", True
+        if "permission denied" in text:
+            return f"Pebble may not write a file in {where} (permission denied)", True
+        return f"Pebble could not use a file in {where} ({_one_line(error.message)})", False
+    if isinstance(error, ops.pebble.ConnectionError):
+        return f"lost the connection to Pebble in {where}; will retry", False
+    if isinstance(error, ops.pebble.ExecError):
+        return (
+            f"{error.command[0]} failed in {where} (exit code {error.exit_code}); will retry",
+            False,
+        )
+    if isinstance(error, ops.pebble.APIError):
+        return (
+            f"Pebble refused a request ({error.code}: {_one_line(error.message)}); will retry",
+            False,
+        )
+    if isinstance(error, ops.pebble.ChangeError):
+        return f"Pebble could not complete a change ({_one_line(error.err)}); will retry", False
+    return f"Pebble failed ({type(error).__name__}); will retry", False
+
+
+def _one_line(text: str, limit: int = 80) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -135,8 +135,9 @@ def _template() -> jinja2.Template:
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - renders YAML, not HTML
     )
-    # JSON scalars, lists and maps are valid YAML flow values, quoted where needed.
-    env.filters["yaml"] = json.dumps
+    # JSON scalars, lists and maps are valid YAML flow values, quoted where needed; keys are
+    # sorted so that the same options in another order render the same file.
+    env.filters["yaml"] = functools.partial(json.dumps, sort_keys=True)
     return env.get_template("kurrentdb.conf.j2")
 
 

@@ -101,7 +101,7 @@ def test_restart_is_not_lost_when_the_hook_fails_after_pushing(
         patch.setattr(ops.Container, "restart", broken_restart)
         state = ctx.run(ctx.on.config_changed(), replace_config(state, run_projections="all"))
     assert state.unit_status == testing.MaintenanceStatus(
-        "configuring KurrentDB failed; will retry"
+        "Pebble refused a request (500: service failed to stop); will retry"
     )
     # The file is already new, but the next hook still restarts the node.
     assert "All" in volumes.read(paths.CONFIG_FILE)
