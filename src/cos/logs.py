@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.parse
 
 import ops
 
@@ -47,9 +48,10 @@ class LogForwarding:
                 raw = relation.data[unit].get("endpoint")
                 if not raw:
                     continue
-                try:
-                    url = json.loads(raw)["url"]
-                except (ValueError, KeyError, TypeError):
+                url = push_url(raw)
+                if url is None:
+                    # One bad remote unit must not stop forwarding to the others, and
+                    # Pebble would refuse the whole layer over it.
                     logger.warning("Ignoring a malformed Loki endpoint from %s", unit.name)
                     continue
                 targets[f"loki-{relation.id}-{unit.name.replace('/', '-')}"] = url
@@ -67,3 +69,26 @@ class LogForwarding:
         metadata = json.dumps(self._topology.scrape_metadata())
         for databag in databags:
             update_databag(databag, {"metadata": metadata})
+
+
+_MAX_URL = 2048
+
+
+def push_url(raw: str) -> str | None:
+    """The Loki push URL in a unit's `endpoint` value, or None when it is not a usable one."""
+    try:
+        url = json.loads(raw)["url"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if not isinstance(url, str) or not 0 < len(url) <= _MAX_URL or not url.isprintable():
+        return None
+    if any(c.isspace() for c in url):
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises on a port that is not a number or out of range
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        return None
+    return url

@@ -227,3 +227,34 @@ def test_everything_works_without_cos_relations(ctx, volumes, internal_ca, kurre
     assert out.unit_status == testing.ActiveStatus("Leader")
     assert "charm-metrics" not in kurrentdb.users, "no scrape user without a Prometheus"
     assert out.get_container(paths.CONTAINER).plan.log_targets == {}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ftp://loki:3100/push",
+        "http://",
+        "http://loki:99999/push",
+        "http://loki:abc/push",
+        "http://lo ki:3100/push",
+        "http://loki:3100/push\nX-Injected: 1",
+        "",
+        "http://" + "a" * 3000,
+        None,
+        42,
+    ],
+)
+def test_one_bad_loki_unit_does_not_stop_the_others(ctx, volumes, internal_ca, kurrentdb, bad):
+    good = "http://loki-0.loki-endpoints:3100/loki/api/v1/push"
+    loki = testing.Relation(
+        "logging",
+        remote_app_name="loki",
+        remote_units_data={
+            0: {"endpoint": json.dumps({"url": good})},
+            1: {"endpoint": json.dumps({"url": bad})},
+        },
+    )
+    out = running(ctx, volumes, internal_ca, loki)
+    targets = out.get_container(paths.CONTAINER).plan.log_targets
+    assert [t.location for t in targets.values()] == [good]
+    assert isinstance(out.unit_status, testing.ActiveStatus)
