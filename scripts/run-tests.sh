@@ -2,7 +2,8 @@
 # The project's test command: `bash scripts/run-tests.sh` (CI runs it through .ci/run).
 #
 # Installs everything the tests need from the project's own files (uv.lock, the pinned
-# charmcraft below), then runs lint, type checks and the unit tests, stopping at the first
+# charmcraft below), then runs lint, type checks and the unit tests, packs the charm for real
+# (scripts/pack_charm.py) and tests the packed artifact (tests/artifact), stopping at the first
 # failure. Idempotent: on a warm machine the setup steps take well under a second.
 # Works as root or not, on a machine with only pyenv Pythons and pip.
 # Integration tests (tests/integration) need Juju + Kubernetes and are not run here.
@@ -147,6 +148,24 @@ install_system_deps() {
 
 run() { uv run --no-sync "$@"; }  # tools from the project venv made by `uv sync`
 
+pack_charm() {  # KURRENTDB_CHARM: a real `charmcraft pack` (destructive mode, clean copy)
+  local out="$ROOT/build/charm" charms
+  mkdir -p "$out"
+  if command -v flock >/dev/null; then  # held until the artifact tests are done with it
+    exec 8>"$ROOT/build/.charm.lock"
+    flock 8
+  fi
+  "$CHARMCRAFT_PYTHON" scripts/pack_charm.py --python "$PY" --uv "$UV" "$out"
+  charms=("$out"/*.charm)
+  [[ ${#charms[@]} -eq 1 && -f ${charms[0]} ]] || { echo "no single .charm in $out" >&2; return 1; }
+  export KURRENTDB_CHARM=${charms[0]}  # tests/artifact fail (never skip) if it is missing
+}
+
+artifact_tests() {  # unzip the .charm, run hooks from it alone, charmcraft analyse
+  run pytest tests/artifact -q -rs -p no:cacheprovider
+  exec 8>&-
+}
+
 step "python" pick_python
 step "uv" ensure_uv
 step "uv sync" uv sync --frozen --python "$PY"
@@ -158,3 +177,5 @@ step "ruff format" run ruff format --check --extend-exclude .tools
 step "mypy" run mypy
 step "unit tests" run coverage run -m pytest tests/unit tests/sim -q
 step "coverage report" run coverage report
+step "pack" pack_charm
+step "artifact tests" artifact_tests
