@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+import option_values
+
 
 class Profile(str, enum.Enum):
     """Environment profiles: each sets defaults that suit that kind of environment."""
@@ -497,8 +499,11 @@ def parse_extra_options(text: str, version: str | None = None) -> dict[str, Any]
     if not text or not text.strip():
         return {}
     try:
-        options = yaml.safe_load(text)
-    except yaml.YAMLError:
+        options = option_values.load(text)
+    except option_values.OptionValueError as e:
+        where = text if e.path == "extra-options" else e.path
+        raise ConfigError("extra-options", where, e.allowed) from None
+    except (yaml.YAMLError, RecursionError):
         raise ConfigError(
             "extra-options", text, "must be a YAML map of KurrentDB options"
         ) from None
@@ -548,16 +553,21 @@ def validate_extra_options(
     owned = [name for name in canonical if name in REFUSED_OPTIONS]
     if owned:
         _refuse(owned, REFUSED_OPTIONS.__getitem__)
-    for name, value in canonical.items():
-        if name in PLUGIN_SECTIONS:
-            if not isinstance(value, dict):
-                raise ConfigError("extra-options", name, "a plugin section must be a YAML map")
-            if name == "Metrics":
-                _check_metrics(value)
-        elif not _is_option_value(value):
-            raise ConfigError(
-                "extra-options", f"{name}: {value}", "values must be scalars or lists of scalars"
-            )
+    refused_lower = {name.lower(): reason for name, reason in REFUSED_OPTIONS.items()}
+    try:
+        for name, value in canonical.items():
+            option_values.check_plain(name, value)
+            if name in PLUGIN_SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError("extra-options", name, "a plugin section must be a YAML map")
+                if name == "Metrics":
+                    _check_metrics(value)
+                option_values.refuse_names_at_depth(
+                    name, value, lambda key: refused_lower.get(key.lower())
+                )
+        option_values.check_known(canonical, option_list.specs)
+    except option_values.OptionValueError as e:
+        raise ConfigError("extra-options", f"{e.path}: {e.value}", e.allowed) from None
     return canonical
 
 
@@ -599,10 +609,3 @@ def _check_metrics(section: Mapping[Any, Any]) -> None:
         name = refused.get(str(key).lower())
         if name:
             raise ConfigError("extra-options", f"Metrics.{key}", REFUSED_METRICS_KEYS[name])
-
-
-def _is_option_value(value: object) -> bool:
-    scalar = (str, int, float, bool)
-    if isinstance(value, scalar):
-        return True
-    return isinstance(value, list) and all(isinstance(item, scalar) for item in value)
