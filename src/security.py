@@ -41,8 +41,13 @@ class Security:
             logger.info("Creating the internal certificate authority")
             self._state.save_internal_ca(tls.generate_ca())
         if self._state.system_passwords() is None:
-            logger.info("Creating the system users' passwords")
-            self._state.save_system_passwords(credentials.initial_passwords(chosen_passwords))
+            # Passwords an incomplete secret still holds are what KurrentDB has: they win
+            # over the chosen ones, which a rotation applies afterwards.
+            known = self._state.known_passwords()
+            logger.info("Creating the system users' passwords" + (" again" if known else ""))
+            self._state.save_system_passwords(
+                credentials.initial_passwords({**chosen_passwords, **known})
+            )
 
     def node_certificate(self, ca: tls.KeyPair, node: NodeIdentity) -> tls.NodeCertificate:
         """This unit's node certificate, (re)issued when it no longer fits."""

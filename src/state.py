@@ -71,12 +71,32 @@ class SystemPasswords:
         return content
 
     @classmethod
-    def from_content(cls, content: dict[str, str]) -> SystemPasswords:
-        """Read the secret's content."""
-        return cls(
-            current={user: content[f"{user}-password"] for user in SYSTEM_USERS},
-            initial={user: content[f"{user}-initial-password"] for user in SYSTEM_USERS},
-        )
+    def from_content(cls, content: dict[str, str]) -> SystemPasswords | None:
+        """Read the secret's content; None if some user has no password in it at all.
+
+        A missing current or initial password is taken from the other one: the secret may
+        have been written by another charm revision, or edited.
+        """
+        current, initial = {}, {}
+        for user in SYSTEM_USERS:
+            now = content.get(f"{user}-password") or content.get(f"{user}-initial-password")
+            if not now:
+                return None
+            current[user] = now
+            initial[user] = content.get(f"{user}-initial-password") or now
+        return cls(current=current, initial=initial)
+
+    @staticmethod
+    def known_in(content: dict[str, str] | None) -> dict[str, str]:
+        """Whatever password each user has in a secret that is incomplete."""
+        found = {}
+        for user in SYSTEM_USERS:
+            password = (content or {}).get(f"{user}-password") or (content or {}).get(
+                f"{user}-initial-password"
+            )
+            if password:
+                found[user] = password
+        return found
 
     def with_password(self, user: str, password: str) -> SystemPasswords:
         """A copy in which `user`'s current password is `password`."""
@@ -104,6 +124,10 @@ class CharmState:
         content = self._app_secret_content(_CA_SECRET_KEY)
         if content is None:
             return None
+        if not content.get("certificate") or not content.get("private-key"):
+            # Without both, it can neither sign nor be trusted: the leader replaces it.
+            logger.error("The internal CA secret is incomplete")
+            return None
         return KeyPair(certificate=content["certificate"], private_key=content["private-key"])
 
     def save_internal_ca(self, ca: KeyPair) -> None:
@@ -121,6 +145,10 @@ class CharmState:
         content = self._app_secret_content(_PASSWORDS_SECRET_KEY)
         return None if content is None else SystemPasswords.from_content(content)
 
+    def known_passwords(self) -> dict[str, str]:
+        """The passwords an incomplete system users' secret still holds (for its repair)."""
+        return SystemPasswords.known_in(self._app_secret_content(_PASSWORDS_SECRET_KEY))
+
     def save_system_passwords(self, passwords: SystemPasswords) -> None:
         """Store the system users' passwords (leader only)."""
         self._save_app_secret(
@@ -134,7 +162,7 @@ class CharmState:
     def metrics_password(self) -> str | None:
         """The password Prometheus scrapes with, once the leader has created it."""
         content = self._app_secret_content(_METRICS_SECRET_KEY)
-        return None if content is None else content["password"]
+        return (content or {}).get("password") or None  # an incomplete one is made anew
 
     def save_metrics_password(self, password: str) -> None:
         """Store the scrape user's password (leader only)."""

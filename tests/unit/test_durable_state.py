@@ -300,3 +300,68 @@ def test_secret_read_attempts_are_bounded(monkeypatch):
         state_module._read_secret("test", read)
     assert len(calls) == state_module.SECRET_READ_ATTEMPTS
     assert str(raised.value) == "cannot read the test secret now (ModelError)"
+
+
+# --- secrets whose content is incomplete are repaired, never a KeyError ----------------------
+
+
+def with_app_secret(state: testing.State, key: str, content: dict[str, str]) -> testing.State:
+    peer = next(iter(state.relations))
+    secret_id = peer.local_app_data[key]
+    secrets = [
+        dataclasses.replace(s, tracked_content=content, latest_content=content)
+        if s.id == secret_id
+        else s
+        for s in state.secrets
+    ]
+    return dataclasses.replace(state, secrets=secrets)
+
+
+def secret_content(state: testing.State, key: str) -> dict[str, str]:
+    peer = next(iter(state.relations))
+    secret_id = state.get_relation(peer.id).local_app_data[key]
+    secret = next(s for s in state.secrets if s.id == secret_id)
+    return dict(secret.latest_content or secret.tracked_content)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"admin-password": "kept-admin-pw", "ops-password": "kept-ops-pw"},
+        {"admin-initial-password": "kept-admin-pw", "ops-initial-password": "kept-ops-pw"},
+    ],
+    ids=["no-initial", "no-current"],
+)
+def test_a_passwords_secret_missing_keys_is_read_as_what_it_holds(
+    ctx, volumes, internal_ca, content
+):
+    state = with_app_secret(unit_state(volumes, internal_ca), "passwords-secret-id", content)
+    out = ctx.run(ctx.on.config_changed(), state)
+    layer = out.get_container(paths.CONTAINER).plan.services[paths.SERVICE].environment
+    assert layer["KURRENTDB_DEFAULT_ADMIN_PASSWORD"] == "kept-admin-pw"
+
+
+def test_a_passwords_secret_missing_a_user_is_repaired_by_the_leader(ctx, volumes, internal_ca):
+    state = with_app_secret(
+        unit_state(volumes, internal_ca), "passwords-secret-id", {"admin-password": "kept-admin"}
+    )
+    out = ctx.run(ctx.on.config_changed(), state)
+    repaired = secret_content(out, "passwords-secret-id")
+    assert repaired["admin-password"] == repaired["admin-initial-password"] == "kept-admin"
+    assert len(repaired["ops-password"]) == 32
+
+
+def test_an_incomplete_passwords_secret_leaves_a_non_leader_waiting(ctx, volumes, internal_ca):
+    state = unit_state(volumes, internal_ca, leader=False)
+    state = with_app_secret(state, "passwords-secret-id", {"admin-password": "x"})
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert out.unit_status == testing.WaitingStatus("waiting for the leader to create credentials")
+
+
+def test_a_ca_secret_without_its_key_is_replaced_by_the_leader(ctx, volumes, internal_ca):
+    state = with_app_secret(
+        unit_state(volumes, internal_ca), "ca-secret-id", {"certificate": internal_ca.certificate}
+    )
+    out = ctx.run(ctx.on.config_changed(), state)
+    replaced = secret_content(out, "ca-secret-id")
+    assert replaced["private-key"] and replaced["certificate"] != internal_ca.certificate
