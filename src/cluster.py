@@ -14,20 +14,38 @@ and how their node is doing. The rules, and why:
   could elect a leader they would win over nodes holding data that are restarting, and
   the data nodes would truncate acknowledged events. So while a cluster holds data, at most
   quorum-1 empty nodes may run; more start as earlier ones catch up.
+- One scale request, one membership change: `juju add-unit -n 2` sets the StatefulSet's
+  replicas at once, but Juju creates each unit only when its pod's init container
+  introduces itself, and `planned_units()` (goal-state) counts the units Juju has, so it
+  grows pod by pod, tens of seconds apart. The leader therefore also waits for every pod
+  of the app that has no unit yet (see `plan`).
+- Reports change only when the schedule would: a role is published as one of the states
+  the schedule tells apart, and "caught up" has hysteresis, so a follower whose lag
+  wavers around CATCH_UP_BYTES under write load wakes nobody. Because reports lag, the
+  leader confirms a restart grant against a fresh /gossip of its own node
+  (`gossip_confirms`), with the strict threshold.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kurrentdb_api import ClusterGossip
 
 SERVING_ROLES = frozenset({"Leader", "Follower", "ReadOnlyReplica"})
 LEADING_ROLES = frozenset({"Leader", "ResigningLeader"})
 # A follower whose writer checkpoint is within this many bytes of the leader's is caught up:
 # the cluster keeps writing, so "zero lag" would rarely be seen.
 CATCH_UP_BYTES = 4 * 2**20
+# A unit that reported itself caught up reports otherwise only once it falls this far
+# behind (or stops serving): lag under write load wavers around CATCH_UP_BYTES, and every
+# change of a report wakes every peer with relation-changed.
+CATCH_UP_LEAVE_BYTES = 16 * CATCH_UP_BYTES
 
 
 def quorum(size: int) -> int:
@@ -54,8 +72,8 @@ class UnitReport:
     has_data: bool = False  # the node has been in sync with the cluster at least once
     running_members: tuple[str, ...] = ()  # the membership its process was started with
     restart_wanted: bool = False  # its files changed in a way that needs a restart
-    role: str | None = None  # the node's state, e.g. Leader, Follower, CatchingUp
-    caught_up: bool = False
+    role: str | None = None  # Leader, ResigningLeader, Follower, ReadOnlyReplica or None
+    caught_up: bool = False  # with hysteresis, see `reported_caught_up`
     settings: str = ""  # fingerprint of the config and membership this unit has processed
 
     @property
@@ -128,25 +146,97 @@ class ClusterPlan:
         )
 
 
+def present_units(reports: Mapping[str, UnitReport]) -> tuple[str, ...]:
+    """The units that published their address, in unit order: the candidate members."""
+    return tuple(by_number(unit for unit, report in reports.items() if report.address))
+
+
+def growth_pending(
+    current: ClusterPlan, reports: Mapping[str, UnitReport], planned_units: int | None
+) -> bool:
+    """Whether `plan` would add units to the membership if goal-state were the whole truth.
+
+    Only then does the leader need to know whether more pods are on their way. A shrink
+    needs no such check: goal-state drops a unit as soon as it is dying.
+    """
+    present = present_units(reports)
+    return (
+        present != current.members
+        and len(present) == planned_units
+        and not set(present) <= set(current.members)
+    )
+
+
+def awaited_units(
+    current_members: Sequence[str], present: Sequence[str], app_pods: Collection[str]
+) -> tuple[str, ...]:
+    """Units whose pod exists but which have not joined yet.
+
+    ``app_pods`` names the unit of each of the app's pods that is not being deleted. The
+    pods of members that left (a scale-down whose pods Kubernetes has not removed yet)
+    are not awaited.
+    """
+    return tuple(by_number(u for u in app_pods if u not in present and u not in current_members))
+
+
 def plan(
-    current: ClusterPlan, reports: Mapping[str, UnitReport], planned_units: int
+    current: ClusterPlan,
+    reports: Mapping[str, UnitReport],
+    planned_units: int | None,
+    app_pods: Collection[str] | None = None,
 ) -> ClusterPlan:
     """The leader's next decisions from every present unit's report (its own included).
 
     ``reports`` holds only units that are still in the relation: departed units have
     already left. The membership changes only once every unit Juju plans to have is
-    present (``planned_units``), so `juju add-unit -n 2` is one resize, not two, and a new
-    deployment starts every node once, at its final size.
+    present (``planned_units``, None when goal-state could not be read: no change) and no
+    pod of the app is still waiting for its unit (``app_pods``, None when Kubernetes could
+    not tell; see `awaited_units`). So `juju add-unit -n 2` is one resize, not two, and a
+    new deployment starts every node once, at its final size.
     """
-    present = by_number(unit for unit, report in reports.items() if report.address)
+    present = present_units(reports)
+    complete = len(present) == planned_units and not (
+        app_pods is not None and awaited_units(current.members, present, app_pods)
+    )
     # While units come or go, keep the membership: departed members are harmless seeds,
     # and reconfiguring for an intermediate size would cost every node a restart.
-    members = tuple(present) if len(present) == planned_units else current.members
+    members = present if complete else current.members
     return ClusterPlan(
         members=members,
         fresh_allowed=_fresh_allowed(members, reports),
         restart_grant=_restart_grant(current.restart_grant, members, reports),
     )
+
+
+def grant_witnesses(
+    candidate: str, members: Sequence[str], reports: Mapping[str, UnitReport]
+) -> tuple[str, ...]:
+    """The nodes that must be serving for ``candidate`` to restart: the others with data."""
+    return tuple(u for u in members if u != candidate and u in reports and reports[u].has_data)
+
+
+def gossip_confirms(
+    units: Iterable[str], hosts: Mapping[str, str], gossip: ClusterGossip | None
+) -> bool:
+    """Whether a fresh /gossip shows each of ``units`` alive, serving and caught up.
+
+    ``hosts`` maps a unit to the host its node advertises. The strict CATCH_UP_BYTES
+    applies here, not the hysteresis of the reports.
+    """
+    wanted = list(units)
+    if not wanted:
+        return True
+    if gossip is None or gossip.leader is None:
+        return False
+    leader = gossip.leader
+    by_host = {m.node_host: m for m in gossip.alive_members}
+    for unit in wanted:
+        member = by_host.get(hosts[unit])
+        if member is None or member.state not in SERVING_ROLES:
+            return False
+        if not caught_up(leader.writer_checkpoint, member.writer_checkpoint):
+            return False
+    return True
 
 
 def _fresh_allowed(members: Sequence[str], reports: Mapping[str, UnitReport]) -> tuple[str, ...]:
@@ -189,8 +279,7 @@ def _restart_grant(
         return None  # the others have not all seen the change yet: they go first
     # Never take a node down while another node holding data is not serving. Nodes that
     # never synced do not count: they may be waiting for exactly this restart to join.
-    others = [u for u in members if u != candidate and u in reports and reports[u].has_data]
-    if all(reports[u].serving for u in others):
+    if all(reports[u].serving for u in grant_witnesses(candidate, members, reports)):
         return candidate
     return None
 
@@ -220,3 +309,30 @@ def lag_bytes(leader_writer: int, member_writer: int) -> int:
 def caught_up(leader_writer: int, member_writer: int) -> bool:
     """Whether a member's log is close enough to the leader's to count as in sync."""
     return lag_bytes(leader_writer, member_writer) <= CATCH_UP_BYTES
+
+
+def reported_role(state: str | None) -> str | None:
+    """The role a unit publishes: the states the schedule tells apart, and nothing finer.
+
+    KurrentDB passes through several states while it starts, elects or catches up
+    (Initializing, DiscoverLeader, Unknown, PreReplica, CatchingUp, Clone...): for the
+    schedule they all mean "not serving", published as no role at all.
+    """
+    return state if state in SERVING_ROLES or state in LEADING_ROLES else None
+
+
+def reported_caught_up(was_caught_up: bool, role: str | None, lag: int | None) -> bool:
+    """Whether a unit reports itself caught up, with hysteresis.
+
+    A node enters "caught up" within CATCH_UP_BYTES of the leader and leaves it only past
+    CATCH_UP_LEAVE_BYTES, or when it stops serving. The leader is caught up by definition.
+    ``lag`` is None when the node's gossip shows no leader or not itself: no evidence
+    either way, so the report stays as it was.
+    """
+    if role not in SERVING_ROLES:
+        return False
+    if role == "Leader":
+        return True
+    if lag is None:
+        return was_caught_up
+    return lag <= (CATCH_UP_LEAVE_BYTES if was_caught_up else CATCH_UP_BYTES)

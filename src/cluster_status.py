@@ -68,7 +68,7 @@ def cluster_rows(
     leader = gossip.leader
     rows: dict[str, dict[str, str]] = {}
     for member in gossip.members:
-        unit = units_by_host.get(member.http_host, member.http_host)
+        unit = units_by_host.get(member.node_host, member.node_host)
         rows[unit.replace("/", "-")] = {
             "unit": unit,
             "role": member.state,

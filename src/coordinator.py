@@ -1,7 +1,25 @@
 """This unit's part in the cluster: report, schedule (leader), restart in turn, leave.
 
-`cluster.py` decides; this module talks to Juju (peer data), Kubernetes (the pod's role
-label) and the local KurrentDB node to carry the decisions out.
+`cluster.py` decides; this module talks to Juju (peer data, goal-state), Kubernetes (the
+app's pods, the pod's role label) and the local KurrentDB node to carry the decisions out.
+
+Why the leader asks Kubernetes before it grows the membership (juju/juju, 3.6):
+- `juju add-unit -n 2` on a Kubernetes model calls ScaleApplication
+  (cmd/juju/application/addunit.go), which only raises the application's scale
+  (apiserver/facades/client/application/application.go, `app.ChangeScale`); the
+  provisioner then patches the StatefulSet's replicas to the new scale in one call
+  (worker/caasapplicationprovisioner/ops.go `EnsureScale` ->
+  caas/kubernetes/provider/application/scale.go `Scale`).
+- A unit exists only once its pod's init container introduces itself
+  (apiserver/facades/agent/caasapplication/application.go `UnitIntroduction` ->
+  `UpsertCAASUnit`), and goal-state lists the application's units as they are in state
+  (apiserver/facades/agent/uniter/uniter.go `goalStateUnits`, `app.AllUnits()`); ops'
+  `planned_units()` counts those that are not dying. So it grows pod by pod.
+- The hook tool re-reads goal-state on each call (worker/uniter/runner/context/context.go
+  `GoalState`), so a hook can watch it grow.
+- Without `--trust`, the app's Role allows get, list and patch on pods and services of
+  its namespace, nothing on StatefulSets (caas/kubernetes/provider/application/trust.go
+  `getDefaultApplicationNamespaceRules`): the app's pods are what the charm can read.
 """
 
 from __future__ import annotations
@@ -9,12 +27,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import ops
 
 import cluster
+import node as node_module
 import pod
 from node import Node, NodeHealth
 from state import CharmState
@@ -30,6 +49,29 @@ LEAVE_REQUEST_TIMEOUT = 2.0
 # The teardown hooks of one scale-down (relation-departed per peer, storage-detaching,
 # stop) follow each other within this many seconds.
 TEARDOWN_WINDOW = 600.0
+# Without the Kubernetes API, the leader waits this long in the hook, watching goal-state,
+# before it grows the membership: pods of one scale request introduce themselves seconds
+# to tens of seconds apart. Never longer than node.SETTLE_TIMEOUT, the longest any hook
+# waits for the cluster (tests set that to 0).
+GROWTH_SETTLE_SECONDS = 60.0
+GROWTH_POLL_SECONDS = 5.0
+# When the leader's own gossip does not confirm a restart grant yet (a follower a few MiB
+# behind under write load), it looks again for this long before leaving it to a later
+# hook: with reports that no longer churn, that later hook may be update-status.
+GRANT_CONFIRM_SECONDS = 30.0
+GRANT_POLL_SECONDS = 2.0
+
+# Clock seams: the multi-unit simulation runs this wait against simulated time.
+_monotonic = time.monotonic
+_sleep = time.sleep
+
+
+def _growth_settle_limit() -> float:
+    return min(GROWTH_SETTLE_SECONDS, node_module.SETTLE_TIMEOUT)
+
+
+def _grant_confirm_limit() -> float:
+    return min(GRANT_CONFIRM_SECONDS, node_module.SETTLE_TIMEOUT)
 
 
 class ClusterCoordinator:
@@ -54,6 +96,8 @@ class ClusterCoordinator:
         self.identity = self.identity_of(charm.unit.name)
         self._health: NodeHealth | None = None
         self._settings = ""
+        # Asked at most once per hook: (present units, what was learnt about the arrivals).
+        self._arrivals: tuple[tuple[str, ...], frozenset[str] | None, int | None] | None = None
 
     @property
     def _unit(self) -> str:
@@ -82,16 +126,32 @@ class ClusterCoordinator:
         self._state.save_own_report(report)
 
     def report_health(self, restart_pending: bool) -> None:
-        """Publish how this node is doing, and label its pod with its role."""
+        """Publish how this node is doing, and label its pod with its role.
+
+        Only what the schedule uses, so that a busy cluster does not churn peer data:
+        the role as `cluster.reported_role` names it, caught-up with hysteresis.
+        """
         health = self.health()
+        previous = self._state.own_report()
+        role = cluster.reported_role(health.role)
         self.report(
-            role=health.role,
-            caught_up=health.caught_up,
-            has_data=self._state.own_report().has_data or (health.serving and health.caught_up),
+            role=role,
+            caught_up=cluster.reported_caught_up(previous.caught_up, role, self._lag(health)),
+            has_data=previous.has_data or (health.serving and health.caught_up),
             restart_wanted=restart_pending,
             settings=self._settings,
         )
         self._label_pod(health.role)
+
+    def _lag(self, health: NodeHealth) -> int | None:
+        """How far this node is behind the leader in its own gossip; None if it cannot say."""
+        gossip = health.gossip
+        if gossip is None or gossip.leader is None:
+            return None
+        me = next((m for m in gossip.members if m.node_host == self.identity.pod_fqdn), None)
+        if me is None:
+            return None
+        return cluster.lag_bytes(gossip.leader.writer_checkpoint, me.writer_checkpoint)
 
     def note_settings(self, config: dict, members: tuple[str, ...]) -> None:
         """Remember which config and membership this unit has processed (see cluster.py)."""
@@ -102,7 +162,22 @@ class ClusterCoordinator:
     def schedule(self) -> None:
         """Leader: membership, which new units may start, which unit restarts next."""
         current = self._state.cluster_plan()
-        new = cluster.plan(current, self._state.unit_reports(), self._charm.app.planned_units())
+        reports = self._state.unit_reports()
+        planned: int | None = self._charm.app.planned_units()
+        app_pods: frozenset[str] | None = None
+        if cluster.growth_pending(current, reports, planned):
+            app_pods, planned = self._arrivals_of(cluster.present_units(reports), planned)
+        new = cluster.plan(current, reports, planned, app_pods)
+        if app_pods is not None and new.members == current.members:
+            awaited = cluster.awaited_units(
+                current.members, cluster.present_units(reports), app_pods
+            )
+            if awaited:
+                logger.info("Waiting for %s to join before resizing", ", ".join(awaited))
+        if new.restart_grant not in (None, current.restart_grant) and not self._grant_confirmed(
+            new, reports
+        ):
+            new = dataclasses.replace(new, restart_grant=None)
         if new != current:
             logger.info(
                 "Cluster plan: members %s, may start %s, restart grant %s",
@@ -111,6 +186,85 @@ class ClusterCoordinator:
                 new.restart_grant,
             )
             self._state.save_cluster_plan(new)
+
+    def _arrivals_of(
+        self, present: tuple[str, ...], planned: int | None
+    ) -> tuple[frozenset[str] | None, int | None]:
+        """Before growing to ``present``: the app's pods, or else goal-state after a wait.
+
+        Returns the units that have a pod (None when Kubernetes cannot tell) and the
+        planned units to decide with. Asked once per hook.
+        """
+        if self._arrivals is not None and self._arrivals[0] == present:
+            return self._arrivals[1], self._arrivals[2]
+        import kubernetes
+
+        ordinals = kubernetes.app_pod_ordinals(
+            self._charm.app.name, self.identity.namespace, self.identity.pod_name
+        )
+        app_pods = (
+            None if ordinals is None else frozenset(f"{self._charm.app.name}/{n}" for n in ordinals)
+        )
+        if app_pods is None:
+            planned = self._settled_planned_units(planned)
+        self._arrivals = (present, app_pods, planned)
+        return app_pods, planned
+
+    def _settled_planned_units(self, planned: int | None) -> int | None:
+        """Goal-state once it stopped growing for a while (bounded), or None if unreadable.
+
+        The fallback when the app's pods cannot be listed: more units of the same scale
+        request are likely to appear within GROWTH_SETTLE_SECONDS. If one does, the
+        membership waits for it (its relation-joined brings the leader back).
+        """
+        deadline = _monotonic() + _growth_settle_limit()
+        while _monotonic() < deadline:
+            _sleep(min(GROWTH_POLL_SECONDS, max(0.0, deadline - _monotonic())))
+            try:
+                now = self._charm.app.planned_units()
+            except ops.ModelError as e:
+                logger.warning("Cannot read goal-state: %s", e)
+                return None
+            if now != planned:
+                logger.info("Juju plans %s units now, not %s: not resizing yet", now, planned)
+                return now
+        return planned
+
+    def _grant_confirmed(
+        self, new: cluster.ClusterPlan, reports: Mapping[str, cluster.UnitReport]
+    ) -> bool:
+        """Whether this unit's own node confirms, fresh, what the reports say.
+
+        Reports are sticky (see `cluster.reported_caught_up`), so before a new restart
+        grant goes out the leader checks its own node's /gossip: every other node holding
+        data must be alive, serving and within CATCH_UP_BYTES now (it looks again for up
+        to GRANT_CONFIRM_SECONDS). Only a node that serves itself sees the whole cluster;
+        when the leader's node does not (it holds no data yet), the reports decide, as
+        they are the freshest view left.
+        """
+        assert new.restart_grant is not None
+        witnesses = cluster.grant_witnesses(new.restart_grant, new.members, reports)
+        if not witnesses:
+            return True
+        health = self.health()
+        if not health.serving or health.gossip is None:
+            if self._unit in witnesses:
+                return False  # this node holds data and does not serve: no restart now
+            logger.debug("No gossip of a serving node here: the reports decide the grant")
+            return True
+        hosts = {u: self.identity_of(u).pod_fqdn for u in witnesses}
+        deadline = _monotonic() + _grant_confirm_limit()
+        while not cluster.gossip_confirms(witnesses, hosts, health.gossip):
+            if _monotonic() >= deadline:
+                logger.info(
+                    "Restart of %s held: gossip shows a node not in sync", new.restart_grant
+                )
+                return False
+            _sleep(GRANT_POLL_SECONDS)
+            health = self._health = self._probe()
+            if not health.serving:
+                return False
+        return True
 
     def view(self) -> ClusterView | None:
         """The membership to render, None until the leader has made this unit a member."""
@@ -192,7 +346,7 @@ class ClusterCoordinator:
         others = [
             m
             for m in (health.gossip.alive_members if health.gossip else ())
-            if m.http_host != self.identity.pod_fqdn
+            if m.node_host != self.identity.pod_fqdn
         ]
         if not others:
             return

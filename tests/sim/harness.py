@@ -6,12 +6,20 @@ hook on one unit may change a databag, which queues `relation-changed` on the ot
 Juju does. Pebble calls of the charm (replan, restart, stop) start and stop the node in the
 `SimCluster` model. Between rounds of hooks the cluster ticks (elections, catch-up, client
 writes) and every unit gets `update-status`, until nothing changes any more.
+
+Kubernetes and goal-state are modelled apart, as they behave: a scale request creates the
+StatefulSet's pods at once (`add_pods`), which the charm can list (`kubernetes_api`), while
+each unit appears in goal-state (`planned_units`) only when its pod introduces itself
+(`introduce_at`, on a simulated clock of SECONDS_PER_TICK per tick). `run_for` plays time
+out the way a quiet model sees it: update-status every UPDATE_STATUS_INTERVAL per unit, and
+each unit running at most one hook per tick.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import os
 import pathlib
 from collections.abc import Callable, Iterator
@@ -20,7 +28,11 @@ from typing import Any
 import ops
 import yaml
 from ops import testing
+from scenario import mocking as scenario_mocking
+from scenario.state import _CharmSpec
 
+import coordinator as coordinator_module
+import kubernetes as kubernetes_module
 import node as node_module
 import workload.kurrentdb as workload_module
 from charm import KurrentDBCharm
@@ -36,6 +48,14 @@ ADMIN_PASSWORD = "sim-admin-password"
 OPS_PASSWORD = "sim-ops-password"
 
 EventFactory = Callable[[testing.Context, testing.State], Any]
+
+# One tick of the simulated cluster is about one KurrentDB gossip interval (GossipIntervalMs
+# defaults to 2000 ms).
+SECONDS_PER_TICK = 2.0
+# Juju's default update-status-hook-interval.
+UPDATE_STATUS_INTERVAL = 300.0
+# Peer data a unit changes when only its node's health changed.
+HEALTH_KEYS = frozenset({"role", "caught-up"})
 
 
 @dataclasses.dataclass
@@ -82,7 +102,14 @@ class Simulation:
         self.queue: collections.deque[tuple[str, str, EventFactory]] = collections.deque()
         self.next_number = 0
         self.planned_units = 0  # what `goal-state` says: changes before units come or go
+        self.pods: set[int] = set()  # ordinals of the StatefulSet's pods (not being deleted)
+        self.kubernetes_api = True  # whether the charm may list them
+        self.clock = 0.0  # simulated seconds
+        self._arrivals: list[float] = []  # when the next pods without a unit introduce
         self.hooks_run = 0
+        self.hook_log: list[tuple[float, str, str]] = []  # (clock, unit, hook)
+        self.membership_changes: list[tuple[float, tuple[str, ...]]] = []  # (clock, members)
+        self.introduced: list[tuple[float, str]] = []  # (clock, unit) as units appear
         # Restarts the charm asked Pebble for (KurrentDB's own exits are in the model).
         self.charm_restarts: collections.Counter[str] = collections.Counter()
         self._current: SimUnit | None = None
@@ -90,13 +117,19 @@ class Simulation:
         monkeypatch.setattr(node_module, "SETTLE_TIMEOUT", 0.0)
         # Simulated time: restarts need not wait out Pebble's kill-delay in real seconds.
         monkeypatch.setattr(workload_module, "STOP_SPACING", 0.0)
+        monkeypatch.setattr(workload_module, "CONFIG_WATCH_DELAY", 0.0)
         self._patch_pebble(monkeypatch)
+        self._patch_kubernetes_and_time(monkeypatch)
+        # Every hook builds a Context, which parses charmcraft.yaml again: parse it once.
+        spec = _CharmSpec.autoload(KurrentDBCharm)
+        monkeypatch.setattr(_CharmSpec, "autoload", staticmethod(lambda charm_type: spec))
 
     # --- Juju operations -------------------------------------------------------------------
 
     def add_unit(self) -> str:
         """`juju add-unit`: a new pod with a fresh volume joins the peer relation."""
         name = f"{APP}/{self.next_number}"
+        self.pods.add(self.next_number)  # a no-op when `add_pods` created it earlier
         self.next_number += 1
         self.planned_units += 1
         unit = SimUnit(name=name, root=self.tmp / name.replace("/", "-"))
@@ -108,6 +141,7 @@ class Simulation:
         (unit.etc / "group").write_text(f"kurrent:x:{os.getgid()}:\n")
         self.units[name] = unit
         self.unit_data[name] = {}
+        self.introduced.append((self.clock, name))
         fqdn = NodeIdentity(app=APP, unit_number=unit.number, namespace=MODEL).pod_fqdn
         self.cluster.add_node(name, fqdn)
         if self.leader is None:
@@ -134,6 +168,8 @@ class Simulation:
         self._enqueue(name, "stop", lambda ctx, s: ctx.on.stop())
         self.drain()
         self.cluster.remove_node(name)
+        # Juju scales the StatefulSet down once the unit is dead.
+        self.pods.discard(self.units[name].number)
         del self.units[name]
         del self.unit_data[name]
         if self.leader == name:
@@ -142,6 +178,30 @@ class Simulation:
             self._enqueue(other, "relation-departed", self._departed(name))
         if self.leader is None and self.units:
             self.move_leadership(min(self.units, key=lambda u: int(u.split("/")[1])))
+
+    def add_pods(self, n: int) -> None:
+        """`juju add-unit -n N`: the StatefulSet grows and its N new pods exist at once."""
+        self.pods.update(range(self.next_number, self.next_number + n))
+
+    def introduce_at(self, *times: float) -> None:
+        """The next pods without a unit introduce themselves at these simulated times."""
+        self._arrivals = sorted([*self._arrivals, *times])
+
+    @property
+    def arrivals_pending(self) -> int:
+        return len(self._arrivals)
+
+    def advance(self, seconds: float) -> None:
+        """Let simulated time pass (no cluster tick): pods due introduce their units."""
+        self.clock += seconds
+        while self._arrivals and self._arrivals[0] <= self.clock:
+            self._arrivals.pop(0)
+            self.add_unit()
+
+    def tick(self) -> None:
+        """One step of the cluster, SECONDS_PER_TICK of simulated time."""
+        self.cluster.tick()
+        self.advance(SECONDS_PER_TICK)
 
     def move_leadership(self, name: str) -> None:
         """Juju elects another leader."""
@@ -178,18 +238,18 @@ class Simulation:
         while self.queue:
             limit -= 1
             assert limit > 0, "hooks keep triggering each other"
-            name, _, factory = self.queue.popleft()
+            name, what, factory = self.queue.popleft()
             if name in self.units:
-                self._run(name, factory)
+                self._run(name, factory, what)
 
     def run_hooks(self, count: int) -> None:
         """Run only the next `count` queued hooks (to interrupt a change half-way)."""
         for _ in range(count):
             if not self.queue:
                 return
-            name, _, factory = self.queue.popleft()
+            name, what, factory = self.queue.popleft()
             if name in self.units:
-                self._run(name, factory)
+                self._run(name, factory, what)
 
     def settle(self, max_rounds: int = 400) -> int:
         """Hooks, tick, update-status everywhere; until a round changes nothing. Returns rounds."""
@@ -197,7 +257,7 @@ class Simulation:
         for rounds in range(1, max_rounds + 1):
             self.drain()
             before = self._fingerprint()
-            self.cluster.tick()
+            self.tick()
             self._pebble_restarts_exited_processes()
             for name in self.units:
                 self._enqueue(name, "update-status", lambda ctx, s: ctx.on.update_status())
@@ -207,6 +267,42 @@ class Simulation:
             if quiet_rounds >= 3:
                 return rounds
         raise AssertionError(f"no convergence after {max_rounds} rounds:\n{self.describe()}")
+
+    def run_for(self, seconds: float) -> None:
+        """Time passes in a quiet model: each unit runs update-status every
+        UPDATE_STATUS_INTERVAL (its own phase, as Juju's timers are per unit) and at most
+        one hook per tick, as a hook takes about that long; hooks wait their turn."""
+        end = self.clock + seconds
+        while self.clock < end:
+            self._quiet_tick()
+
+    def run_until_arrived(self, limit: float = 3600.0) -> None:
+        """As `run_for`, until every pod introduced its unit."""
+        end = self.clock + limit
+        while self._arrivals:
+            assert self.clock < end, "pods never introduced their units"
+            self._quiet_tick()
+
+    def _quiet_tick(self) -> None:
+        self.tick()
+        self._pebble_restarts_exited_processes()
+        for name, unit in self.units.items():
+            phase = (unit.number * 37.0) % UPDATE_STATUS_INTERVAL
+            if (self.clock - phase) % UPDATE_STATUS_INTERVAL < SECONDS_PER_TICK:
+                self._enqueue(name, "update-status", lambda ctx, s: ctx.on.update_status())
+        ran: set[str] = set()
+        for item in list(self.queue):
+            name = item[0]
+            if name in ran:
+                continue
+            ran.add(name)
+            self.queue.remove(item)
+            if name in self.units:
+                self._run(name, item[2], item[1])
+
+    def hooks_since(self, index: int) -> collections.Counter[str]:
+        """Hooks run since `hook_log` had ``index`` entries, by kind."""
+        return collections.Counter(what for _, _, what in self.hook_log[index:])
 
     def describe(self) -> str:
         lines = [f"app data: {self.app_data}"]
@@ -278,8 +374,9 @@ class Simulation:
             planned_units=self.planned_units,
         )
 
-    def _run(self, name: str, factory: EventFactory) -> None:
+    def _run(self, name: str, factory: EventFactory, what: str = "") -> None:
         unit = self.units[name]
+        self.hook_log.append((self.clock, name, what))
         state_in = self._state_for(unit)
         KurrentDBCharm.api_url = self.cluster.node(name).url
         self._current = unit
@@ -294,8 +391,10 @@ class Simulation:
         assert unit.state is not None
         peer = unit.state.get_relation(self._relation_id)
         assert isinstance(peer, testing.PeerRelation)
-        changed = dict(peer.local_unit_data) != self.unit_data[unit.name]
-        self.unit_data[unit.name] = dict(peer.local_unit_data)
+        before, after = self.unit_data[unit.name], dict(peer.local_unit_data)
+        changed = after != before
+        self.unit_data[unit.name] = after
+        app_before = self.app_data
         app_changed = unit.name == self.leader and dict(peer.local_app_data) != self.app_data
         if unit.name == self.leader:
             self.app_data = dict(peer.local_app_data)
@@ -309,11 +408,16 @@ class Simulation:
                     self._ca_applied = content["certificate"]
         others = [n for n in self.units if n != unit.name]
         if changed:
+            keys = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+            cause = "health" if keys <= HEALTH_KEYS else "report"
             for other in others:
-                self._enqueue(other, "relation-changed", self._changed(unit.name))
+                self._enqueue(other, f"relation-changed ({cause})", self._changed(unit.name))
         if app_changed:
+            if self.app_data.get("members") != app_before.get("members"):
+                members = tuple(json.loads(self.app_data.get("members") or "[]"))
+                self.membership_changes.append((self.clock, members))
             for other in others:
-                self._enqueue(other, "relation-changed", self._changed(unit.name))
+                self._enqueue(other, "relation-changed (plan)", self._changed(unit.name))
 
     def _peer(self, state: testing.State) -> testing.Relation:
         return state.get_relation(self._relation_id)
@@ -371,6 +475,27 @@ class Simulation:
         monkeypatch.setattr(ops.Container, "replan", sim_replan)
         monkeypatch.setattr(ops.Container, "restart", sim_restart)
         monkeypatch.setattr(ops.Container, "stop", sim_stop)
+
+    def _patch_kubernetes_and_time(self, monkeypatch: Any) -> None:
+        """The app's pods as the charm lists them, goal-state as it is now, simulated time."""
+        sim = self
+
+        def app_pod_ordinals(app: str, namespace: str, own_pod: str) -> frozenset[int] | None:
+            return frozenset(sim.pods) if sim.kubernetes_api else None
+
+        monkeypatch.setattr(kubernetes_module, "app_pod_ordinals", app_pod_ordinals)
+        # goal-state is read again on each call, so it can grow during a hook (ops.testing
+        # would keep the value the hook started with).
+        monkeypatch.setattr(
+            scenario_mocking._MockModelBackend, "planned_units", lambda _: sim.planned_units
+        )
+        monkeypatch.setattr(coordinator_module, "_monotonic", lambda: sim.clock)
+        monkeypatch.setattr(coordinator_module, "_sleep", sim.advance)
+        monkeypatch.setattr(
+            coordinator_module,
+            "_growth_settle_limit",
+            lambda: coordinator_module.GROWTH_SETTLE_SECONDS,
+        )
 
     def _pebble_restarts_exited_processes(self) -> None:
         """Pebble restarts a service whose process exited (surplus shutdown, truncation)."""

@@ -42,7 +42,10 @@ this order:
    A follower counts as "Follower" once it is at most one tick of writes behind. A position is
    acknowledged once a quorum of the leader's group holds it. A tick is writable if some leader
    with quorum had all its writes acknowledged by the end of the tick. Every other tick counts
-   in `write_unavailable_ticks`.
+   in `write_unavailable_ticks`. With `lag_jitter_bytes`, each Follower's checkpoints, as its
+   /gossip entry shows them, trail its leader's by a random 0..lag_jitter_bytes drawn each
+   tick (events in flight under steady write load; seeded, so runs repeat); what it holds,
+   and so acknowledgement, is unchanged.
 8. Lost writes. Acknowledged bytes missing from the log of the current leader with quorum
    count as lost (`lost_acknowledged_writes()`), once. In a split brain, the best leader's log
    is the reference.
@@ -65,6 +68,7 @@ not just for the next election.
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 import uuid
 from collections import Counter
@@ -184,6 +188,7 @@ class SimNode:
     join_seq: int = 0  # when it last joined a leader (surplus: the latest joiner goes first)
     ever_voted: bool = False  # has been in a leader's voting group at least once
     starts: int = 0
+    jitter: int = 0  # bytes its advertised checkpoints trail what it holds (Follower only)
     known: dict[str, tuple[NodeState, int | None]] = field(default_factory=dict, repr=False)
 
     @property
@@ -305,11 +310,16 @@ class SimCluster:
         catch_up_bytes_per_tick: int = 64 * 2**20,
         write_bytes_per_tick: int = 2**20,
         dead_member_ticks: int = 60,
+        lag_jitter_bytes: int = 0,
+        seed: int = 0,
     ):
         self.ca, self.admin_password, self.ops_password = ca, admin_password, ops_password
         self.catch_up_bytes_per_tick = catch_up_bytes_per_tick
         self.write_bytes_per_tick = write_bytes_per_tick
         self.dead_member_ticks = dead_member_ticks
+        self.lag_jitter_bytes = lag_jitter_bytes
+        self._rng = random.Random(seed)
+        self.jitter_log: list[int] = []  # every lag jitter drawn, in bytes
         self.nodes: dict[str, SimNode] = {}
         self.users: dict[str, Any] = {}  # FakeUser by login, shared by every node's double
         self.now = 0  # ticks so far
@@ -613,6 +623,10 @@ class SimCluster:
                 follower.log = prefix(leader.log, position)
                 behind = target - position > self.write_bytes_per_tick
                 follower.state = "CatchingUp" if behind else "Follower"
+                follower.jitter = 0
+                if self.lag_jitter_bytes and not behind:
+                    follower.jitter = self._rng.randint(0, self.lag_jitter_bytes)
+                    self.jitter_log.append(follower.jitter)
             positions = sorted((n.writer_checkpoint for n in group), reverse=True)
             acknowledged = positions[leader.quorum - 1]
             for s in _content(leader.log):
@@ -697,7 +711,8 @@ class SimCluster:
         ns = node.double.node
         ns.state, ns.live, ns.is_alive = node.state, node.process == "up", True
         ns.http_host, ns.http_port = node.advertised_host, HTTP_PORT
-        ns.writer_checkpoint = ns.chaser_checkpoint = node.writer_checkpoint
+        jitter = node.jitter if node.state == "Follower" else 0
+        ns.writer_checkpoint = ns.chaser_checkpoint = max(0, node.writer_checkpoint - jitter)
         ns.last_commit_position = node.writer_checkpoint if node.log else -1
         ns.epoch_number, ns.epoch_position = node.epoch_number, node.epoch_position
         ns.epoch_id, ns.node_priority = node.epoch_id, node.node_priority

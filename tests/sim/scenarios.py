@@ -1,21 +1,48 @@
 """Cluster scenarios shared by the simulation tests and `bench/convergence.py`.
 
 Each scenario is a list of steps (a Juju operation each); running a step settles the
-simulation and measures what it cost: hooks, restarts per node, write-unavailable ticks,
-how many voting nodes were down at once, and the order in which nodes restarted.
+simulation and measures what it cost: hooks, restarts per node, membership changes,
+write-unavailable ticks, how many voting nodes were down at once, and the order in which
+nodes restarted. Steps that let time pass in a quiet cluster (`steady_load`) also return
+what that window cost in hooks, by kind.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 
+import cluster as cluster_rules
 from kurrentdb_api import KurrentDBClient
 from sim.harness import ADMIN_PASSWORD, Simulation
 from sim.kurrentdb_cluster import TickRecord
 
-Step = tuple[str, Callable[[Simulation], None]]
+
+@dataclasses.dataclass
+class Window:
+    """What a stretch of quiet simulated time cost."""
+
+    seconds: float
+    units: int
+    hooks: collections.Counter[str]  # by kind; relation-changed by what changed
+
+    @property
+    def minutes(self) -> float:
+        return self.seconds / 60
+
+    def per_unit_per_minute(self, kind: str | None = None) -> float:
+        count = sum(self.hooks.values()) if kind is None else self.hooks[kind]
+        return count / self.units / self.minutes
+
+    @property
+    def health_relation_changed(self) -> int:
+        """relation-changed hooks caused by a peer whose only change was its health."""
+        return self.hooks["relation-changed (health)"]
+
+
+Step = tuple[str, Callable[[Simulation], Window | None]]
 
 
 @dataclasses.dataclass
@@ -33,9 +60,13 @@ class StepResult:
     restarted_while_leading: list[str]  # stopped in state Leader: without resigning first
     lost_writes: int
     rounds: int
+    membership_changes: int = 0  # times the leader published a new membership
+    window: Window | None = None
 
 
-def run_step(sim: Simulation, name: str, action: Callable[[Simulation], None]) -> StepResult:
+def run_step(
+    sim: Simulation, name: str, action: Callable[[Simulation], Window | None]
+) -> StepResult:
     cluster = sim.cluster
     hooks, ticks = sim.hooks_run, len(cluster.history)
     restarts_before = dict(sim.charm_restarts)
@@ -44,7 +75,8 @@ def run_step(sim: Simulation, name: str, action: Callable[[Simulation], None]) -
     unavailable = cluster.write_unavailable_ticks
     leader_before = cluster.leader()
     size_before = len(sim.units)
-    action(sim)
+    resizes = len(sim.membership_changes)
+    window = action(sim)
     rounds = sim.settle()
     return StepResult(
         name=name,
@@ -63,6 +95,8 @@ def run_step(sim: Simulation, name: str, action: Callable[[Simulation], None]) -
         ],
         lost_writes=cluster.lost_acknowledged_writes(),
         rounds=rounds,
+        membership_changes=len(sim.membership_changes) - resizes,
+        window=window,
     )
 
 
@@ -129,11 +163,7 @@ def move_kurrentdb_leader_off_juju_leader(sim: Simulation) -> None:
         leader = sim.cluster.leader()
         if leader is not None and leader != sim.leader:
             return
-        assert leader is not None
-        node = sim.cluster.node(leader)
-        KurrentDBClient(
-            node.url, ca_pem=node.ca_pem, username="admin", password=ADMIN_PASSWORD
-        ).resign_node()
+        _resign_leader(sim)
         for _ in range(3):
             sim.cluster.tick()
     raise AssertionError("the KurrentDB leader stayed on the Juju leader")
@@ -150,6 +180,62 @@ def load_data(gib: int) -> Callable[[Simulation], None]:
         cluster.write_bytes_per_tick = normal
 
     return action
+
+
+def add_units_staggered(n: int, gap: float = 30.0) -> Callable[[Simulation], None]:
+    """`juju add-unit -n N` as Kubernetes and Juju do it: the N pods exist at once, their
+    units introduce themselves ``gap`` simulated seconds apart (image pulls, PVCs)."""
+
+    def action(sim: Simulation) -> None:
+        sim.add_pods(n)
+        sim.introduce_at(*(sim.clock + i * gap for i in range(n)))
+        sim.advance(0)  # the first pod introduces itself right away
+        sim.run_until_arrived()
+
+    return action
+
+
+def without_kubernetes_api(step: Callable[[Simulation], None]) -> Callable[[Simulation], None]:
+    """The same step, and all that follow, with the charm unable to list the app's pods
+    (a 403, say)."""
+
+    def action(sim: Simulation) -> None:
+        sim.kubernetes_api = False
+        step(sim)
+
+    return action
+
+
+def steady_load(minutes: float, election: bool = False) -> Callable[[Simulation], Window]:
+    """Clients write steadily: followers' lag wavers around CATCH_UP_BYTES (0 to twice it,
+    anew each tick). Nothing is scheduled; with ``election``, the KurrentDB leader resigns
+    half-way and the cluster elects another one."""
+
+    def action(sim: Simulation) -> Window:
+        cluster = sim.cluster
+        start, first, units = sim.clock, len(sim.hook_log), len(sim.units)
+        cluster.lag_jitter_bytes = 2 * cluster_rules.CATCH_UP_BYTES
+        try:
+            if election:
+                sim.run_for(minutes * 30)
+                _resign_leader(sim)
+                sim.run_for(minutes * 30)
+            else:
+                sim.run_for(minutes * 60)
+        finally:
+            cluster.lag_jitter_bytes = 0
+        return Window(sim.clock - start, units, sim.hooks_since(first))
+
+    return action
+
+
+def _resign_leader(sim: Simulation) -> None:
+    leader = sim.cluster.leader()
+    assert leader is not None
+    node = sim.cluster.node(leader)
+    KurrentDBClient(
+        node.url, ca_pem=node.ca_pem, username="admin", password=ADMIN_PASSWORD
+    ).resign_node()
 
 
 SCENARIOS: dict[str, list[Step]] = {
@@ -179,4 +265,20 @@ SCENARIOS: dict[str, list[Step]] = {
         ("1 -> 3", add_units(2)),
     ],
     "all pods restarted": [("deploy 3", add_units(3)), ("restart all pods", restart_all_pods)],
+    # Pods introduce themselves 30 s apart; the leader can list the app's pods.
+    "staggered arrival": [
+        ("deploy 3", add_units_staggered(3)),
+        ("3 -> 5", add_units_staggered(2)),
+    ],
+    # The same without the Kubernetes API: the leader watches goal-state for a while.
+    "staggered arrival, no k8s api": [
+        ("deploy 1", without_kubernetes_api(add_units(1))),
+        ("1 -> 3", add_units_staggered(2)),
+    ],
+    # Followers' lag wavers around CATCH_UP_BYTES; then the KurrentDB leader resigns.
+    "steady load": [
+        ("deploy 3", add_units(3)),
+        ("10 min load", steady_load(10)),
+        ("10 min, election", steady_load(10, election=True)),
+    ],
 }

@@ -358,3 +358,31 @@ def test_deterministic(ca: KeyPair):
             return [*sim.history, *sim.events]
 
     assert run() == run()
+
+
+def test_lag_jitter_shows_in_followers_gossip_not_in_what_they_hold(cluster: SimCluster):
+    leader = form_three(cluster)
+    cluster.lag_jitter_bytes = 8 * MiB
+    acked, unavailable = cluster.acknowledged_bytes(), cluster.write_unavailable_ticks
+    lags: set[int] = set()
+    for _ in range(10):
+        cluster.tick()
+        members = {m.http_host: m for m in client(cluster, leader).gossip().members}
+        top = members[fqdn(int(leader[-1]))].writer_checkpoint
+        for name, node in cluster.nodes.items():
+            if name != leader:
+                assert node.writer_checkpoint == top, "followers hold every byte"
+                lag = (
+                    top
+                    - {m.http_host: m for m in client(cluster, name).gossip().members}[
+                        node.fqdn
+                    ].writer_checkpoint
+                )
+                assert 0 <= lag <= 8 * MiB
+                lags.add(lag)
+    assert len(lags) > 5, "a fresh draw each tick"
+    assert states(cluster) == {leader: "Leader"} | {
+        n: "Follower" for n in cluster.nodes if n != leader
+    }
+    assert cluster.write_unavailable_ticks == unavailable
+    assert cluster.acknowledged_bytes() == acked + 10 * MiB

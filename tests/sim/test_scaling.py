@@ -3,9 +3,12 @@ against each other, each with a simulated KurrentDB node, until nothing changes.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from ops import testing
 
+import coordinator
 from sim.harness import Simulation
 from sim.scenarios import SCENARIOS, StepResult, run_step
 
@@ -140,3 +143,45 @@ def test_config_change_rolls_one_node_at_a_time(sim: Simulation):
     assert sorted(step.restarts) == sorted(sim.units)
     for unit in sim.units:
         assert sim.units[unit].rendered_config()["RunProjections"] == "System"
+
+
+def test_one_membership_change_per_scale_request(sim: Simulation):
+    """Pods introduce themselves 30 s apart, so goal-state grows unit by unit; the leader
+    lists the app's pods and waits for each pod's unit."""
+    deploy, grow = run(sim, "staggered arrival")
+    assert_healthy_cluster(sim)
+    for step in (deploy, grow):
+        assert_safe(step)
+        assert step.membership_changes == 1, f"{step.name}: resized more than once"
+    # Each request became one membership: the final one.
+    assert [m for _, m in sim.membership_changes] == [
+        tuple(f"kurrentdb/{n}" for n in range(3)),
+        tuple(f"kurrentdb/{n}" for n in range(5)),
+    ]
+    assert deploy.restarts == {}, "a new cluster starts every node once, at its final size"
+    assert grow.restarts == {"kurrentdb/0": 1, "kurrentdb/1": 1, "kurrentdb/2": 1}
+    assert_spread_out(sim)
+
+
+def test_one_membership_change_per_scale_request_without_the_kubernetes_api(sim: Simulation):
+    """The fallback: the leader cannot list pods and watches goal-state for a minute
+    (simulated) in the hook before it grows the membership."""
+    _deploy, grow = run(sim, "staggered arrival, no k8s api")
+    assert_healthy_cluster(sim)
+    assert [m for _, m in sim.membership_changes] == [
+        ("kurrentdb/0",),
+        tuple(f"kurrentdb/{n}" for n in range(3)),
+    ]
+    assert_safe(grow)
+    assert grow.membership_changes == 1 and grow.restarts == {"kurrentdb/0": 1}
+    assert_spread_out(sim)
+    # The last unit came, then nothing more within GROWTH_SETTLE_SECONDS: then it resized.
+    last_arrival = sim.introduced[-1][0]
+    assert sim.membership_changes[-1][0] - last_arrival >= coordinator.GROWTH_SETTLE_SECONDS
+
+
+def assert_spread_out(sim: Simulation) -> None:
+    """The arrivals were 30 s apart (give or take a tick or a poll): goal-state lagged."""
+    times = [t for t, _ in sim.introduced]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert sum(g >= 25 for g in gaps) >= 2, sim.introduced

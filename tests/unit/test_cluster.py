@@ -9,7 +9,18 @@ import pytest
 from conftest import unit_state
 from ops import testing
 
-from cluster import ClusterPlan, UnitReport, plan, quorum
+import cluster
+from cluster import (
+    CATCH_UP_BYTES,
+    CATCH_UP_LEAVE_BYTES,
+    ClusterPlan,
+    UnitReport,
+    growth_pending,
+    plan,
+    quorum,
+    reported_caught_up,
+    reported_role,
+)
 from cluster_status import app_status
 from workload import paths
 
@@ -17,6 +28,7 @@ FQDN = "kurrentdb-{}.kurrentdb-endpoints.prod.svc.cluster.local"
 SERVING = UnitReport(address="a", started=True, has_data=True, role="Follower", caught_up=True)
 LEADER = dataclasses.replace(SERVING, role="Leader")
 FRESH = UnitReport(address="a")
+MIB = 2**20
 
 
 def members(*numbers: int) -> tuple[str, ...]:
@@ -111,6 +123,141 @@ def test_leader_waits_until_others_have_seen_the_change():
     assert plan(ClusterPlan(members=running), reports, planned_units=3).restart_grant is None
 
 
+# --- one resize per scale request ----------------------------------------------------------
+
+
+def test_membership_waits_for_pods_whose_units_have_not_appeared_yet():
+    # `juju add-unit -n 2`: both pods exist, only kurrentdb/3 has introduced itself, so
+    # goal-state says 4 units and agrees with the units present.
+    current = ClusterPlan(members=members(0, 1, 2))
+    reports = {u: SERVING for u in members(0, 1, 2)} | {"kurrentdb/3": FRESH}
+    assert growth_pending(current, reports, planned_units=4)
+    pods = frozenset(members(0, 1, 2, 3, 4))
+    assert plan(current, reports, planned_units=4, app_pods=pods).members == members(0, 1, 2)
+    # Without the pods, goal-state alone would resize now, and again for kurrentdb/4.
+    assert plan(current, reports, planned_units=4).members == members(0, 1, 2, 3)
+    reports["kurrentdb/4"] = FRESH
+    new = plan(current, reports, planned_units=5, app_pods=pods)
+    assert new.members == members(0, 1, 2, 3, 4)
+
+
+def test_a_fresh_deployment_waits_for_every_pod():
+    reports = {"kurrentdb/0": FRESH}
+    pods = frozenset(members(0, 1, 2))
+    assert plan(ClusterPlan(), reports, planned_units=1, app_pods=pods).members == ()
+    assert plan(ClusterPlan(), reports, planned_units=1, app_pods=members(0)).members == (
+        "kurrentdb/0",
+    )
+
+
+def test_pods_of_departed_members_are_not_awaited():
+    # 5 -> 3: the two units have left; Kubernetes has not removed their pods yet.
+    current = ClusterPlan(members=members(0, 1, 2, 3, 4))
+    reports = {u: SERVING for u in members(0, 1, 2)}
+    pods = frozenset(members(0, 1, 2, 3, 4))
+    assert not growth_pending(current, reports, planned_units=3), "no pod lookup to shrink"
+    assert plan(current, reports, planned_units=3, app_pods=pods).members == members(0, 1, 2)
+
+
+def test_unknown_goal_state_keeps_the_membership():
+    current = ClusterPlan(members=members(0))
+    reports = {u: SERVING for u in members(0, 1, 2)}
+    assert plan(current, reports, planned_units=None).members == members(0)
+
+
+# --- reports that do not churn -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "published"),
+    [
+        ("Leader", "Leader"),
+        ("ResigningLeader", "ResigningLeader"),
+        ("Follower", "Follower"),
+        ("ReadOnlyReplica", "ReadOnlyReplica"),
+        ("CatchingUp", None),
+        ("Unknown", None),
+        ("PreReplica", None),
+        ("Initializing", None),
+        (None, None),
+    ],
+)
+def test_roles_are_published_as_the_states_the_schedule_tells_apart(state, published):
+    assert reported_role(state) == published
+
+
+@pytest.mark.parametrize(
+    ("was", "lag", "now"),
+    [
+        (False, CATCH_UP_BYTES, True),  # enters at the threshold
+        (False, CATCH_UP_BYTES + 1, False),
+        (True, CATCH_UP_BYTES + 1, True),  # and stays while the lag wavers above it
+        (True, CATCH_UP_LEAVE_BYTES, True),
+        (True, CATCH_UP_LEAVE_BYTES + 1, False),  # leaves only well above it
+        (True, None, True),  # gossip shows no leader for a moment: no evidence either way
+        (False, None, False),
+    ],
+)
+def test_caught_up_has_hysteresis(was, lag, now):
+    assert reported_caught_up(was, "Follower", lag) is now
+
+
+def test_a_node_that_stops_serving_is_never_caught_up():
+    assert reported_caught_up(True, None, 0) is False
+    assert reported_caught_up(False, "Leader", None) is True
+
+
+def gossip_of(states_and_lags, leader_writer=100 * MIB):
+    from kurrentdb_api import _gossip
+
+    rows = []
+    for n, (state, lag) in enumerate(states_and_lags):
+        writer = leader_writer - lag
+        rows.append(
+            {
+                "instanceId": f"id-{n}",
+                "state": state,
+                "isAlive": state != "Dead",
+                "httpEndPointIp": FQDN.format(n),
+                "httpEndPointPort": 2113,
+                "writerCheckpoint": writer,
+                "chaserCheckpoint": writer,
+                "lastCommitPosition": writer,
+                "epochPosition": 0,
+                "epochNumber": 1,
+                "epochId": "e",
+                "nodePriority": 0,
+                "isReadOnlyReplica": False,
+            }
+        )
+    return _gossip({"members": rows, "serverIp": "127.0.0.1", "serverPort": 2113})
+
+
+@pytest.mark.parametrize(
+    ("witness", "confirmed"),
+    [
+        (("Follower", 0), True),
+        (("Follower", CATCH_UP_BYTES), True),
+        (("Follower", CATCH_UP_BYTES + 1), False),  # its report may still say caught up
+        (("CatchingUp", 0), False),
+        (("Dead", 0), False),
+    ],
+)
+def test_a_grant_needs_fresh_gossip_to_agree(witness, confirmed):
+    hosts = {f"kurrentdb/{n}": FQDN.format(n) for n in range(3)}
+    gossip = gossip_of([("Leader", 0), ("Follower", 0), witness])
+    witnesses = ("kurrentdb/0", "kurrentdb/2")
+    assert cluster.gossip_confirms(witnesses, hosts, gossip) is confirmed
+
+
+def test_no_gossip_or_no_leader_confirms_nothing():
+    hosts = {"kurrentdb/1": FQDN.format(1)}
+    assert cluster.gossip_confirms((), hosts, None) is True, "nothing to confirm"
+    assert cluster.gossip_confirms(("kurrentdb/1",), hosts, None) is False
+    no_leader = gossip_of([("Unknown", 0), ("Follower", 0)])
+    assert cluster.gossip_confirms(("kurrentdb/1",), hosts, no_leader) is False
+
+
 @pytest.mark.parametrize(
     ("size", "suffix"),
     [
@@ -160,6 +307,7 @@ def three_node_gossip(kurrentdb, leader_writer=5000, lag=(0, 1200)):
             | {
                 "state": state,
                 "httpEndPointIp": FQDN.format(n),
+                "internalHttpEndPointIp": FQDN.format(n),
                 "writerCheckpoint": writer,
                 "chaserCheckpoint": writer,
                 "instanceId": f"00000000-0000-0000-0000-00000000000{n}",
@@ -356,3 +504,208 @@ def test_single_node_never_resigns_when_leaving(ctx, volumes, internal_ca, kurre
     state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
     ctx.run(ctx.on.stop(), state)
     assert kurrentdb.resign_count == 0
+
+
+# --- Scenario: the leader's schedule and this unit's report, as peer data shows them -----
+
+
+def gossip_rows(kurrentdb, rows):
+    """`/gossip` members: (state, lag behind a 100 MiB leader) for kurrentdb/0, /1, /2."""
+    base = kurrentdb.node.gossip_json()
+    return [
+        base
+        | {
+            "state": state,
+            "httpEndPointIp": FQDN.format(n),
+            "internalHttpEndPointIp": FQDN.format(n),
+            "writerCheckpoint": 100 * MIB - lag,
+            "chaserCheckpoint": 100 * MIB - lag,
+            "instanceId": f"00000000-0000-0000-0000-00000000000{n}",
+        }
+        for n, (state, lag) in enumerate(rows)
+    ]
+
+
+def with_unit_data(state, own=None, peers=None, planned_units=None):
+    peer = next(iter(state.relations))
+    peer = dataclasses.replace(
+        peer,
+        local_unit_data=dict(peer.local_unit_data) | (own or {}),
+        peers_data={**peer.peers_data, **(peers or {})},
+    )
+    changes = {"relations": {peer}}
+    if planned_units is not None:
+        changes["planned_units"] = planned_units
+    return dataclasses.replace(state, **changes)
+
+
+RUNNING = '["kurrentdb/0", "kurrentdb/1", "kurrentdb/2"]'
+
+
+def serving_peer(n, role="Follower", **extra):
+    data = {
+        "address": FQDN.format(n),
+        "started": "true",
+        "has-data": "true",
+        "running-members": RUNNING,
+        "role": role,
+        "caught-up": "true",
+    }
+    return data | extra
+
+
+@pytest.mark.parametrize(("lag_of_2", "granted"), [(MIB, "kurrentdb/1"), (10 * MIB, "")])
+def test_leader_grants_a_restart_only_if_its_own_gossip_agrees(
+    ctx, volumes, internal_ca, kurrentdb, lag_of_2, granted
+):
+    # kurrentdb/2's report says caught up (reports are sticky up to 64 MiB); what the
+    # leader's node sees right now decides.
+    kurrentdb.members = gossip_rows(
+        kurrentdb, [("Leader", 0), ("Follower", 0), ("Follower", lag_of_2)]
+    )
+    state = with_unit_data(
+        clustered_state(volumes, internal_ca),
+        own=serving_peer(0, role="Leader"),
+        peers={1: serving_peer(1, **{"restart-wanted": "true"}), 2: serving_peer(2)},
+    )
+    out = ctx.run(ctx.on.update_status(), state)
+    app_data = out.get_relation(next(iter(out.relations)).id).local_app_data
+    assert app_data.get("restart-grant", "") == granted
+
+
+def test_leader_looks_again_before_holding_a_grant(
+    ctx, volumes, internal_ca, kurrentdb, monkeypatch
+):
+    """Reports no longer churn, so a held grant may wait for update-status: look again."""
+    import coordinator
+
+    clock = {"now": 0.0}
+
+    def sleep(seconds):
+        clock["now"] += seconds
+        if clock["now"] >= 6:  # kurrentdb/2 catches up a few seconds later
+            kurrentdb.members = gossip_rows(
+                kurrentdb, [("Leader", 0), ("Follower", 0), ("Follower", MIB)]
+            )
+
+    monkeypatch.setattr(coordinator, "_grant_confirm_limit", lambda: 30.0)
+    monkeypatch.setattr(coordinator, "_monotonic", lambda: clock["now"])
+    monkeypatch.setattr(coordinator, "_sleep", sleep)
+    kurrentdb.members = gossip_rows(
+        kurrentdb, [("Leader", 0), ("Follower", 0), ("Follower", 10 * MIB)]
+    )
+    state = with_unit_data(
+        clustered_state(volumes, internal_ca),
+        own=serving_peer(0, role="Leader"),
+        peers={1: serving_peer(1, **{"restart-wanted": "true"}), 2: serving_peer(2)},
+    )
+    out = ctx.run(ctx.on.update_status(), state)
+    app_data = out.get_relation(next(iter(out.relations)).id).local_app_data
+    assert app_data.get("restart-grant") == "kurrentdb/1"
+    assert clock["now"] == 6
+
+
+@pytest.mark.parametrize(
+    ("node_state", "lag", "was", "role", "caught_up"),
+    [
+        ("Follower", 10 * MIB, "true", "Follower", "true"),  # wavers above 4 MiB: no change
+        ("Follower", 10 * MIB, "", "Follower", ""),  # not in sync yet: not yet
+        ("Follower", 100 * MIB, "true", "Follower", ""),  # well behind: says so
+        ("CatchingUp", 100 * MIB, "", "", ""),
+        ("PreReplica", 100 * MIB, "", "", ""),  # one "not serving" for every such state
+    ],
+)
+def test_a_units_report_changes_only_when_the_schedule_would_care(
+    ctx, volumes, internal_ca, kurrentdb, node_state, lag, was, role, caught_up
+):
+    kurrentdb.state = node_state
+    kurrentdb.members = gossip_rows(kurrentdb, [(node_state, lag), ("Leader", 0), ("Follower", 0)])
+    own = serving_peer(0, role="Follower" if was else "", **{"caught-up": was})
+    state = with_unit_data(
+        clustered_state(volumes, internal_ca, leader=False),
+        own=own,
+        peers={1: serving_peer(1, role="Leader"), 2: serving_peer(2)},
+    )
+    state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    out = ctx.run(ctx.on.update_status(), state)
+    mine = out.get_relation(next(iter(out.relations)).id).local_unit_data
+    assert (mine.get("role", ""), mine.get("caught-up", "")) == (role, caught_up)
+
+
+@pytest.fixture
+def app_pods(monkeypatch):
+    """The ordinals `kubernetes.app_pod_ordinals` answers with (None: it cannot tell)."""
+    import kubernetes
+
+    answer: dict[str, frozenset[int] | None] = {"ordinals": None}
+    monkeypatch.setattr(kubernetes, "app_pod_ordinals", lambda *args: answer["ordinals"])
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("ordinals", "expected"),
+    [
+        (frozenset(range(5)), members(0, 1, 2)),  # kurrentdb/4's pod exists: wait for it
+        (frozenset(range(4)), members(0, 1, 2, 3)),  # every pod has its unit: resize
+        (None, members(0, 1, 2, 3)),  # no API (and no settle time in tests): goal-state
+    ],
+)
+def test_leader_resizes_once_every_pod_has_its_unit(
+    ctx, volumes, internal_ca, kurrentdb, app_pods, ordinals, expected
+):
+    app_pods["ordinals"] = ordinals
+    kurrentdb.members = gossip_rows(kurrentdb, [("Leader", 0), ("Follower", 0), ("Follower", 0)])
+    state = with_unit_data(
+        clustered_state(volumes, internal_ca),
+        own=serving_peer(0, role="Leader"),
+        peers={1: serving_peer(1), 2: serving_peer(2), 3: {"address": FQDN.format(3)}},
+        planned_units=4,  # goal-state: kurrentdb/4 has not introduced itself yet
+    )
+    out = ctx.run(ctx.on.update_status(), state)
+    plan_ = ClusterPlan.from_databag(out.get_relation(next(iter(out.relations)).id).local_app_data)
+    assert plan_.members == expected
+
+
+def test_without_the_api_the_leader_watches_goal_state_before_growing(
+    ctx, volumes, internal_ca, kurrentdb, app_pods, monkeypatch
+):
+    """The fallback: a bounded wait in the hook, during which kurrentdb/4 introduces itself."""
+    import scenario.mocking
+
+    import coordinator
+
+    clock = {"now": 0.0, "slept": 0.0, "arrival": 20.0}
+    planned = {"units": 4}
+
+    def sleep(seconds):
+        clock["now"] += seconds
+        clock["slept"] += seconds
+        if clock["now"] >= clock["arrival"]:
+            planned["units"] = 5  # kurrentdb/4's pod introduced itself
+
+    monkeypatch.setattr(coordinator, "_growth_settle_limit", lambda: 60.0)
+    monkeypatch.setattr(coordinator, "_monotonic", lambda: clock["now"])
+    monkeypatch.setattr(coordinator, "_sleep", sleep)
+    monkeypatch.setattr(
+        scenario.mocking._MockModelBackend, "planned_units", lambda _: planned["units"]
+    )
+    kurrentdb.members = gossip_rows(kurrentdb, [("Leader", 0), ("Follower", 0), ("Follower", 0)])
+    state = with_unit_data(
+        clustered_state(volumes, internal_ca),
+        own=serving_peer(0, role="Leader"),
+        peers={1: serving_peer(1), 2: serving_peer(2), 3: {"address": FQDN.format(3)}},
+        planned_units=4,
+    )
+
+    def members_after_a_hook():
+        out = ctx.run(ctx.on.update_status(), state)
+        app_data = out.get_relation(next(iter(out.relations)).id).local_app_data
+        return ClusterPlan.from_databag(app_data).members
+
+    assert members_after_a_hook() == members(0, 1, 2)
+    assert clock["slept"] == 20, "stops waiting as soon as goal-state grows"
+    # Nothing more arrives: the wait runs out (bounded) and the membership grows.
+    clock.update(now=100.0, slept=0.0, arrival=float("inf"))
+    planned["units"] = 4
+    assert members_after_a_hook() == members(0, 1, 2, 3)
+    assert clock["slept"] == coordinator.GROWTH_SETTLE_SECONDS == 60

@@ -1,4 +1,5 @@
-"""Pod role labels against a loopback stand-in for the Kubernetes API (PATCH on a pod)."""
+"""Pod role labels and the app's pods, against a loopback stand-in for the Kubernetes API
+(PATCH on a pod, GET of the namespace's pods)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,31 @@ import kubernetes
 
 # The unit tests' autouse fixture replaces kubernetes.label_pod; these tests want the real one.
 label_pod = kubernetes.label_pod
+app_pod_ordinals = kubernetes.app_pod_ordinals
+
+
+def statefulset_pod(name: str, owner: str = "kurrentdb", deleting: bool = False) -> dict:
+    metadata: dict = {
+        "name": name,
+        "namespace": "prod",
+        "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": owner, "uid": "u-1"}
+        ],
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata}
+
+
+def forbidden(status: int) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "message": "pods is forbidden",
+        "reason": "Forbidden",
+        "code": status,
+    }
 
 
 class FakeKubernetesAPI:
@@ -20,9 +46,29 @@ class FakeKubernetesAPI:
     def __init__(self, status: int = 200):
         self.status = status
         self.patches: list[tuple[str, str, dict]] = []
+        self.pods: list[dict] = []
+        self.gets: list[str] = []
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                api.gets.append(self.path)
+                if api.status == 200:
+                    answer = {
+                        "apiVersion": "v1",
+                        "kind": "PodList",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": api.pods,
+                    }
+                else:
+                    answer = forbidden(api.status)
+                data = json.dumps(answer).encode()
+                self.send_response(api.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_PATCH(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 api.patches.append((self.path, self.headers["Content-Type"], body))
@@ -34,14 +80,7 @@ class FakeKubernetesAPI:
                         "metadata": {"name": name, **body["metadata"]},
                     }
                 else:
-                    answer = {
-                        "apiVersion": "v1",
-                        "kind": "Status",
-                        "status": "Failure",
-                        "message": "pods is forbidden",
-                        "reason": "Forbidden",
-                        "code": api.status,
-                    }
+                    answer = forbidden(api.status)
                 data = json.dumps(answer).encode()
                 self.send_response(api.status)
                 self.send_header("Content-Type", "application/json")
@@ -109,3 +148,40 @@ def test_no_kubernetes_api_is_logged_not_raised(monkeypatch, tmp_path, caplog):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert label_pod("kurrentdb-1", "prod", "Leader") is False
     assert "Cannot label pod" in caplog.text
+
+
+# --- the app's pods -----------------------------------------------------------------------
+
+
+def test_app_pods_are_the_statefulsets_pods_not_being_deleted(api):
+    api.pods = [
+        statefulset_pod("kurrentdb-0"),
+        statefulset_pod("kurrentdb-1"),
+        statefulset_pod("kurrentdb-4"),  # created at once with kurrentdb-3, by the same scale
+        statefulset_pod("kurrentdb-3"),
+        statefulset_pod("kurrentdb-2", deleting=True),  # a scale-down Kubernetes carries out
+        statefulset_pod("kurrentdb-admin-0", owner="kurrentdb-admin"),  # another app
+        statefulset_pod("modeloperator-5d8f"),
+    ]
+    assert app_pod_ordinals("kurrentdb", "prod", "kurrentdb-0") == {0, 1, 3, 4}
+    assert api.gets[0].startswith("/api/v1/namespaces/prod/pods")
+
+
+def test_app_pods_are_unknown_without_permission(api, caplog):
+    api.status = 403
+    assert app_pod_ordinals("kurrentdb", "prod", "kurrentdb-0") is None
+    assert "Cannot list the pods of kurrentdb: pods is forbidden" in caplog.text
+
+
+def test_app_pods_are_unknown_without_a_kubernetes_api(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert app_pod_ordinals("kurrentdb", "prod", "kurrentdb-0") is None
+    assert "Cannot list the pods of kurrentdb" in caplog.text
+
+
+def test_a_pod_list_without_this_units_pod_is_not_trusted(api, caplog):
+    # Pods listed with another app's labels, or from another namespace: not our StatefulSet.
+    api.pods = [statefulset_pod("kurrentdb-1"), statefulset_pod("kurrentdb-2")]
+    assert app_pod_ordinals("kurrentdb", "prod", "kurrentdb-0") is None
+    assert "lacks this unit's pod kurrentdb-0" in caplog.text
