@@ -8,8 +8,8 @@ Why the leader asks Kubernetes before it grows the membership (juju/juju, 3.6):
   (cmd/juju/application/addunit.go), which only raises the application's scale
   (apiserver/facades/client/application/application.go, `app.ChangeScale`); the
   provisioner then patches the StatefulSet's replicas to the new scale in one call
-  (worker/caasapplicationprovisioner/ops.go `EnsureScale` ->
-  caas/kubernetes/provider/application/scale.go `Scale`).
+  (internal/worker/caasapplicationprovisioner/ops.go, `worker/...` in older trees:
+  `EnsureScale` -> caas/kubernetes/provider/application/scale.go `Scale`).
 - A unit exists only once its pod's init container introduces itself
   (apiserver/facades/agent/caasapplication/application.go `UnitIntroduction` ->
   `UpsertCAASUnit`), and goal-state lists the application's units as they are in state
