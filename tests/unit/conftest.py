@@ -59,6 +59,15 @@ def pod_labels(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     return calls
 
 
+@pytest.fixture(autouse=True)
+def no_pod_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never reach a real cluster through a developer's KUBECONFIG: the API is "unavailable"
+    unless a test says otherwise."""
+    import kubernetes
+
+    monkeypatch.setattr(kubernetes, "app_pod_ordinals", lambda *args, **kwargs: None)
+
+
 @pytest.fixture(scope="session")
 def internal_ca() -> tls.KeyPair:
     """One CA for the whole run: RSA key generation is the slow part of these tests."""

@@ -114,9 +114,7 @@ def test_projections(value, expected):
 
 def test_extra_option_values_survive_yaml_quoting():
     config = parse_config(
-        {
-            "extra-options": "{Transform: 'a: b # c', EnableAtomPubOverHttp: true, MaxTruncation: -1}"
-        }
+        {"extra-options": "{Transform: 'a: b # c', EnableAtomPubOverHttp: true, MaxTruncation: -1}"}
     )
     options = rendered(config)
     assert options["Transform"] == "a: b # c"
