@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,6 +57,26 @@ def quorum(size: int) -> int:
 def unit_number(unit: str) -> int:
     """`kurrentdb/3` → 3."""
     return int(unit.rsplit("/", 1)[1])
+
+
+_UNIT_NAME = re.compile(r"^[a-z][a-z0-9-]*/[0-9]{1,9}$")
+
+
+def unit_list(raw: str | None) -> tuple[str, ...]:
+    """A JSON list of unit names from peer data, or () for anything else.
+
+    Another charm revision's format or a hand edit counts as absent, so that no later step
+    meets a value it cannot use.
+    """
+    try:
+        value = json.loads(raw or "[]")
+    except (ValueError, RecursionError):
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(unit, str) and _UNIT_NAME.match(unit) for unit in value
+    ):
+        return ()
+    return tuple(dict.fromkeys(value))  # in order, once each
 
 
 def by_number(units: Iterable[str]) -> list[str]:
@@ -97,15 +118,11 @@ class UnitReport:
     @classmethod
     def from_databag(cls, data: Mapping[str, str]) -> UnitReport:
         """Read a unit databag written by `to_databag` (missing keys mean 'not yet')."""
-        try:
-            running = tuple(json.loads(data.get("running-members") or "[]"))
-        except ValueError:
-            running = ()
         return cls(
             address=data.get("address") or None,
             started=data.get("started") == "true",
             has_data=data.get("has-data") == "true",
-            running_members=running,
+            running_members=unit_list(data.get("running-members")),
             restart_wanted=data.get("restart-wanted") == "true",
             role=data.get("role") or None,
             caught_up=data.get("caught-up") == "true",
@@ -131,18 +148,12 @@ class ClusterPlan:
 
     @classmethod
     def from_databag(cls, data: Mapping[str, str]) -> ClusterPlan:
-        """Read the app databag written by `to_databag`."""
-
-        def units(key: str) -> tuple[str, ...]:
-            try:
-                return tuple(json.loads(data.get(key) or "[]"))
-            except ValueError:
-                return ()
-
+        """Read the app databag written by `to_databag` (anything unusable is absent)."""
+        grant = data.get("restart-grant") or None
         return cls(
-            members=units("members"),
-            fresh_allowed=units("fresh-allowed"),
-            restart_grant=data.get("restart-grant") or None,
+            members=unit_list(data.get("members")),
+            fresh_allowed=unit_list(data.get("fresh-allowed")),
+            restart_grant=grant if grant and _UNIT_NAME.match(grant) else None,
         )
 
 
