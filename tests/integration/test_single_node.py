@@ -97,6 +97,22 @@ def test_log_level_change_does_not_restart(deployed: jubilant.Juju):
     deployed.wait(lambda status: jubilant.all_active(status, APP))
     assert 'LogLevel: "Debug"' in in_workload(deployed, "cat /etc/kurrentdb/kurrentdb.conf")
     assert restarts(deployed) == before
+    # The node itself says it took the level (a SIGHUP before its file watcher fired would not).
+    logs = in_workload(deployed, "/charm/bin/pebble logs kurrentdb -n 500")
+    assert "The log level was adjusted to: Debug" in logs
+
+
+def test_an_option_the_image_lacks_is_refused_before_it_stops_the_node(deployed: jubilant.Juju):
+    # KurrentDB exits on an unknown option; 26.0.x has no MaxPartitionStateCacheSize.
+    version = deployed.status().apps[APP].version
+    if version.startswith("26.0"):
+        deployed.config(APP, {"extra-options": "{MaxPartitionStateCacheSize: 1000}"})
+        deployed.wait(lambda status: jubilant.all_blocked(status, APP))
+        message = deployed.status().apps[APP].units[UNIT].workload_status.message
+        assert "not in KurrentDB 26.0" in message
+        assert curl(deployed, "/info")[0] == 200, "the node keeps running"
+        deployed.config(APP, reset="extra-options")
+        deployed.wait(lambda status: jubilant.all_active(status, APP))
 
 
 def test_bad_config_blocks_and_recovers(deployed: jubilant.Juju):
