@@ -14,6 +14,22 @@ and how their node is doing. The rules, and why:
   could elect a leader they would win over nodes holding data that are restarting, and
   the data nodes would truncate acknowledged events. So while a cluster holds data, at most
   quorum-1 empty nodes may run; more start as earlier ones catch up.
+- No two leaders while sizes are mixed. Each KurrentDB node counts election votes against
+  its own ClusterSize (v26.1.0 `ElectionsService.cs`), so running nodes of different sizes
+  can hold two disjoint majorities (`split_brain_possible`). Every start and restart the
+  leader allows keeps that impossible: growing, the running nodes change size first (one
+  at a time, followers first) and a new node starts only once every running node but the
+  one restarting runs the new size (KurrentDB's docs: the size "must be changed on all
+  nodes before the new node can join"); shrinking, nothing restarts into the smaller size
+  while the larger sizes that remain could outvote it. Write pauses this costs (ticks of
+  the simulation, bench/convergence.py): 1->3 and 1->5, the single node's restart until
+  the first new node joins it; 3->5 and 3->4->5, the resign and the last old node's
+  restart (two size-5 nodes are no quorum); 5->3, 3->1, 5->1, the restarts that leave
+  fewer nodes than the old quorum.
+- No hook waits for what only its end can cause: a node restarted into a size it cannot
+  reach a quorum of with the nodes already started (1->3) serves only once a new node
+  starts, which sees its permission only after this hook; it does not wait
+  (`can_serve_alone_with_started`).
 - One scale request, one membership change: `juju add-unit -n 2` sets the StatefulSet's
   replicas at once, but Juju creates each unit only when its pod's init container
   introduces itself, and `planned_units()` (goal-state) counts the units Juju has, so it
@@ -52,6 +68,18 @@ CATCH_UP_LEAVE_BYTES = 16 * CATCH_UP_BYTES
 def quorum(size: int) -> int:
     """KurrentDB's quorum: a majority of the configured cluster size."""
     return 1 if size <= 1 else size // 2 + 1
+
+
+def split_brain_possible(sizes: Iterable[int]) -> bool:
+    """Whether running nodes with these ClusterSizes could elect two leaders at once.
+
+    Each node counts votes against its own ClusterSize (KurrentDB v26.1.0
+    `ElectionsService.cs`: `_clusterSize / 2 + 1`), and a node is elected once the nodes
+    that vote for it reach its own majority. So two disjoint sets can each elect a leader
+    exactly when the two nodes with the smallest majorities fit side by side.
+    """
+    quorums = sorted(quorum(size) for size in sizes)
+    return len(quorums) >= 2 and quorums[0] + quorums[1] <= len(quorums)
 
 
 def unit_number(unit: str) -> int:
@@ -212,10 +240,11 @@ def plan(
     # While units come or go, keep the membership: departed members are harmless seeds,
     # and reconfiguring for an intermediate size would cost every node a restart.
     members = present if complete else current.members
+    grant = _restart_grant(current.restart_grant, members, reports)
     return ClusterPlan(
         members=members,
-        fresh_allowed=_fresh_allowed(members, reports),
-        restart_grant=_restart_grant(current.restart_grant, members, reports),
+        fresh_allowed=_fresh_allowed(members, reports, grant),
+        restart_grant=grant,
     )
 
 
@@ -250,15 +279,61 @@ def gossip_confirms(
     return True
 
 
-def _fresh_allowed(members: Sequence[str], reports: Mapping[str, UnitReport]) -> tuple[str, ...]:
+def running_sizes(
+    members: Sequence[str], reports: Mapping[str, UnitReport], new_size: dict[str, int]
+) -> list[int]:
+    """The ClusterSize each started unit runs, members or not (``new_size`` overrides)."""
+    return [
+        new_size.get(u, len(reports[u].running_members) or len(members))
+        for u in by_number(set(members) | set(reports))
+        if u in reports and (reports[u].started or u in new_size)
+    ]
+
+
+def _fresh_allowed(
+    members: Sequence[str], reports: Mapping[str, UnitReport], grant: str | None
+) -> tuple[str, ...]:
     present = [u for u in members if u in reports]
     fresh = [u for u in present if not reports[u].started]
     if not any(reports[u].has_data for u in present):
         return tuple(fresh)  # a brand-new cluster: nothing to lose, start everyone at once
+    size = len(members)
+    # The size must be changed on the running nodes before a new node joins (KurrentDB's
+    # cluster.md): every started node but the one now restarting already runs it.
+    old = [
+        u
+        for u in present
+        if reports[u].started and tuple(reports[u].running_members) != tuple(members)
+    ]
+    if any(u != grant for u in old):
+        return ()
     # Started nodes that have never been in sync hold no data yet: they count as empty.
     empty_running = [u for u in present if reports[u].started and not reports[u].has_data]
-    budget = max(0, quorum(len(members)) - 1 - len(empty_running))
-    return tuple(fresh[:budget])
+    budget = max(0, quorum(size) - 1 - len(empty_running))
+    allowed: list[str] = []
+    for unit in fresh[:budget]:
+        starting = dict.fromkeys([*allowed, unit], size)
+        # The restarting node may still run its old size, or already the new one.
+        if split_brain_possible(running_sizes(members, reports, starting)):
+            break
+        if grant is not None and split_brain_possible(
+            running_sizes(members, reports, {**starting, grant: size})
+        ):
+            break
+        allowed.append(unit)
+    return tuple(allowed)
+
+
+def can_serve_alone_with_started(
+    unit: str, members: Sequence[str], reports: Mapping[str, UnitReport]
+) -> bool:
+    """Whether ``unit``, restarted into ``members``, can reach its quorum with running nodes.
+
+    If not, it serves only once a new node starts, and that node may start only once the
+    plan of this very hook is visible: a hook must not wait for it.
+    """
+    others = [u for u in members if u != unit and u in reports and reports[u].started]
+    return 1 + len(others) >= quorum(len(members))
 
 
 def _restart_grant(
@@ -288,6 +363,10 @@ def _restart_grant(
         reports[u].settings != reports[candidate].settings for u in started
     ):
         return None  # the others have not all seen the change yet: they go first
+    # Never restart into a size that lets two disjoint sets of running nodes elect
+    # (a smaller size while larger ones still run: the scale-down's leaving nodes).
+    if split_brain_possible(running_sizes(members, reports, {candidate: len(members)})):
+        return None
     # Never take a node down while another node holding data is not serving. Nodes that
     # never synced do not count: they may be waiting for exactly this restart to join.
     if all(reports[u].serving for u in grant_witnesses(candidate, members, reports)):

@@ -23,6 +23,23 @@ def sim(tmp_path, monkeypatch, bootstrap_ca):
         yield Simulation(tmp_path, cluster, monkeypatch)
 
 
+@pytest.fixture
+def make_sim(tmp_path, monkeypatch, bootstrap_ca):
+    """A simulation with a chosen hook order (and strictness)."""
+    clusters: list[SimCluster] = []
+
+    def make(hook_order: str = "number", strict: bool = True) -> Simulation:
+        cluster = SimCluster(
+            ca=bootstrap_ca, admin_password=ADMIN_PASSWORD, ops_password=OPS_PASSWORD
+        )
+        clusters.append(cluster)
+        return Simulation(tmp_path, cluster, monkeypatch, hook_order=hook_order, strict=strict)
+
+    yield make
+    for cluster in clusters:
+        cluster.close()
+
+
 @pytest.fixture(autouse=True)
 def no_kubernetes(monkeypatch):
     """No Kubernetes API here: pod labels are recorded, not patched."""

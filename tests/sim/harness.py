@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,6 +57,8 @@ SECONDS_PER_TICK = 2.0
 UPDATE_STATUS_INTERVAL = 300.0
 # Peer data a unit changes when only its node's health changed.
 HEALTH_KEYS = frozenset({"role", "caught-up"})
+# The orders in which Juju may run the queued hooks of different units: it promises none.
+HOOK_ORDERS = ("number", "newest")
 
 
 @dataclasses.dataclass
@@ -86,9 +89,24 @@ class SimUnit:
 class Simulation:
     """Juju, Kubernetes and KurrentDB for N charm units, in one process."""
 
-    def __init__(self, tmp: pathlib.Path, cluster: SimCluster, monkeypatch: Any):
+    def __init__(
+        self,
+        tmp: pathlib.Path,
+        cluster: SimCluster,
+        monkeypatch: Any,
+        *,
+        hook_order: str = "number",
+        strict: bool = True,
+    ):
+        """``hook_order``: "number" runs the hooks one event queues for several units in
+        unit-number order, "newest" newest unit first. ``strict``: fail (AssertionError)
+        at the first tick that breaks an invariant of the cluster model."""
+        assert hook_order in HOOK_ORDERS, hook_order
         self.tmp = tmp
         self.cluster = cluster
+        self.hook_order = hook_order
+        self.strict = strict
+        self._hook_time = 0.0  # simulated seconds a running hook slept, not yet ticked
         self.units: dict[str, SimUnit] = {}
         self.unit_data: dict[str, dict[str, str]] = {}
         self.app_data: dict[str, str] = {}
@@ -114,7 +132,13 @@ class Simulation:
         self.charm_restarts: collections.Counter[str] = collections.Counter()
         self._current: SimUnit | None = None
         self._relation_id = 1
-        monkeypatch.setattr(node_module, "SETTLE_TIMEOUT", 0.0)
+        # A hook that waits lets simulated time pass: the cluster ticks while it sleeps,
+        # and what the hook wrote to relation data reaches nobody before it ends.
+        monkeypatch.setattr(
+            node_module,
+            "time",
+            types.SimpleNamespace(monotonic=lambda: self.clock, sleep=self._sleep_in_hook),
+        )
         # Simulated time: restarts need not wait out Pebble's kill-delay in real seconds.
         monkeypatch.setattr(workload_module, "STOP_SPACING", 0.0)
         monkeypatch.setattr(workload_module, "CONFIG_WATCH_DELAY", 0.0)
@@ -153,7 +177,7 @@ class Simulation:
             self._enqueue(name, "leader-elected", lambda ctx, s: ctx.on.leader_elected())
         self._enqueue(name, "config-changed", lambda ctx, s: ctx.on.config_changed())
         self._enqueue(name, "pebble-ready", self._pebble_ready)
-        for other in self.units:
+        for other in self.ordered(self.units):
             if other != name:
                 self._enqueue(other, "relation-joined", self._joined(name))
         return name
@@ -174,7 +198,7 @@ class Simulation:
         del self.unit_data[name]
         if self.leader == name:
             self.leader = None
-        for other in self.units:
+        for other in self.ordered(self.units):
             self._enqueue(other, "relation-departed", self._departed(name))
         if self.leader is None and self.units:
             self.move_leadership(min(self.units, key=lambda u: int(u.split("/")[1])))
@@ -201,7 +225,30 @@ class Simulation:
     def tick(self) -> None:
         """One step of the cluster, SECONDS_PER_TICK of simulated time."""
         self.cluster.tick()
+        self.check_invariants()
         self.advance(SECONDS_PER_TICK)
+
+    def ordered(self, names: Any) -> list[str]:
+        """Units in the order their queued hooks run (see ``hook_order``)."""
+        return sorted(
+            names, key=lambda u: int(u.split("/")[1]), reverse=self.hook_order == "newest"
+        )
+
+    def check_invariants(self) -> None:
+        """Fail at the first tick that broke an invariant (when ``strict``)."""
+        breach = self.cluster.first_breach
+        if self.strict and breach is not None:
+            raise AssertionError(f"{breach}\n{self.describe()}")
+
+    def _sleep_in_hook(self, seconds: float) -> None:
+        """A hook sleeps (polling KurrentDB): the cluster goes on, one tick per
+        SECONDS_PER_TICK slept; other units' hooks wait, as the waiting hook's relation
+        data would reach them only after it ends anyway."""
+        self._hook_time += max(0.0, seconds)
+        while self._hook_time >= SECONDS_PER_TICK:
+            self._hook_time -= SECONDS_PER_TICK
+            self.tick()
+            self._pebble_restarts_exited_processes()
 
     def move_leadership(self, name: str) -> None:
         """Juju elects another leader."""
@@ -211,7 +258,7 @@ class Simulation:
     def set_config(self, **options: Any) -> None:
         """`juju config`."""
         self.config.update({k.replace("_", "-"): v for k, v in options.items()})
-        for name in self.units:
+        for name in self.ordered(self.units):
             self._enqueue(name, "config-changed", lambda ctx, s: ctx.on.config_changed())
 
     def restart_all_pods(self) -> None:
@@ -228,7 +275,7 @@ class Simulation:
                 container, layers={}, service_statuses={}, check_infos=frozenset()
             )
             unit.state = dataclasses.replace(unit.state, containers={fresh})
-        for name in self.units:
+        for name in self.ordered(self.units):
             self._enqueue(name, "pebble-ready", self._pebble_ready)
 
     # --- running -----------------------------------------------------------------------------
@@ -259,7 +306,7 @@ class Simulation:
             before = self._fingerprint()
             self.tick()
             self._pebble_restarts_exited_processes()
-            for name in self.units:
+            for name in self.ordered(self.units):
                 self._enqueue(name, "update-status", lambda ctx, s: ctx.on.update_status())
             self.drain()
             quiet = before == self._fingerprint() and self.cluster.is_quiet()
@@ -406,7 +453,7 @@ class Simulation:
                     # The nodes' certificates come from the charm's CA, as on a real cluster.
                     self.cluster.set_ca(KeyPair(content["certificate"], content["private-key"]))
                     self._ca_applied = content["certificate"]
-        others = [n for n in self.units if n != unit.name]
+        others = [n for n in self.ordered(self.units) if n != unit.name]
         if changed:
             keys = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
             cause = "health" if keys <= HEALTH_KEYS else "report"
@@ -466,11 +513,11 @@ class Simulation:
             restart(container, *names)
             unit = current()
             sim.charm_restarts[unit.name] += 1
-            sim.cluster.restart_process(unit.name, unit.rendered_config())
+            sim.cluster.restart_process(unit.name, unit.rendered_config(), by_charm=True)
 
         def sim_stop(container: ops.Container, *names: str) -> None:
             stop(container, *names)
-            sim.cluster.stop_process(current().name)
+            sim.cluster.stop_process(current().name, by_charm=True)
 
         monkeypatch.setattr(ops.Container, "replan", sim_replan)
         monkeypatch.setattr(ops.Container, "restart", sim_restart)

@@ -88,7 +88,13 @@ from tls import KeyPair
 
 HTTP_PORT = 2113  # what gossip advertises, whatever port the node's double listens on
 LEADING = ("Leader", "ResigningLeader")
-FOLLOWING = ("CatchingUp", "Follower")
+FOLLOWING = ("CatchingUp", "Clone", "Follower")  # subscribed to a leader
+SERVING = ("Leader", "Follower", "ReadOnlyReplica")
+# LeaderReplicationService.CloneThreshold: a subscriber this close to the leader is a Clone.
+CLONE_THRESHOLD = 1024
+# LeaderReplicationService.NoQuorumTimeout (3 s): in ticks of SECONDS_PER_TICK (2 s), a leader
+# short of subscriptions at two consecutive ticks has been short for more than that.
+NO_QUORUM_TICKS = 2
 _IDS = uuid.UUID("6f1c2d0e-5b7a-4e0c-9a51-0c8e2b6d7f31")  # namespace: deterministic GUIDs
 _NO_EPOCH = "00000000-0000-0000-0000-000000000000"
 
@@ -189,6 +195,9 @@ class SimNode:
     ever_voted: bool = False  # has been in a leader's voting group at least once
     starts: int = 0
     jitter: int = 0  # bytes its advertised checkpoints trail what it holds (Follower only)
+    ready: bool = False  # SystemReady published since it started: /health/live answers 204
+    short_ticks: int = 0  # consecutive ticks this leader had too few subscriptions
+    charm_down: bool = False  # stopped by the charm, not serving again yet (invariant b)
     known: dict[str, tuple[NodeState, int | None]] = field(default_factory=dict, repr=False)
 
     @property
@@ -312,12 +321,14 @@ class SimCluster:
         dead_member_ticks: int = 60,
         lag_jitter_bytes: int = 0,
         seed: int = 0,
+        unsafe_allow_surplus_nodes: bool = False,
     ):
         self.ca, self.admin_password, self.ops_password = ca, admin_password, ops_password
         self.catch_up_bytes_per_tick = catch_up_bytes_per_tick
         self.write_bytes_per_tick = write_bytes_per_tick
         self.dead_member_ticks = dead_member_ticks
         self.lag_jitter_bytes = lag_jitter_bytes
+        self.unsafe_allow_surplus_nodes = unsafe_allow_surplus_nodes
         self._rng = random.Random(seed)
         self.jitter_log: list[int] = []  # every lag jitter drawn, in bytes
         self.nodes: dict[str, SimNode] = {}
@@ -330,6 +341,7 @@ class SimCluster:
         self.surplus_shutdowns: Counter[str] = Counter()
         self.election_count = 0
         self.write_unavailable_ticks = 0
+        self.breaches: list[Breach] = []  # invariant breaches, one per invariant and tick
         self._acked: dict[int, _Acked] = {}  # by term
         self._lost_logged = 0
         self._terms = itertools.count(1)
@@ -411,6 +423,7 @@ class SimCluster:
             node.config, node.settings = dict(config), NodeConfig.parse(config)
             node.node_priority, node.resigned, node.known = node.settings.priority, False, {}
             node.process, node.state, node.leader = "starting", "Initializing", None
+            node.ready, node.short_ticks = False, 0
             node.double.node.instance_id = str(uuid.uuid5(_IDS, f"{name}/{node.starts}"))
             if version:
                 node.double.node.version = version
@@ -422,16 +435,22 @@ class SimCluster:
             self._sync(node)
             self._event(node, "start")
 
-    def stop_process(self, name: str) -> None:
-        """Pebble stopped KurrentDB (clean shutdown); a no-op if it is not running."""
+    def stop_process(self, name: str, *, by_charm: bool = False) -> None:
+        """Pebble stopped KurrentDB (clean shutdown); a no-op if it is not running.
+
+        ``by_charm``: the charm asked for it, so the node counts against invariant (b)
+        until it serves again."""
         with self._lock:
             node = self.nodes[name]
             if node.running:
                 self.restart_log.append((self.now, name, node.state))
                 self._halt(node, "stopped", "stop")
+                node.charm_down = by_charm
 
-    def restart_process(self, name: str, config: Mapping[str, Any]) -> None:
-        self.stop_process(name)
+    def restart_process(
+        self, name: str, config: Mapping[str, Any], *, by_charm: bool = False
+    ) -> None:
+        self.stop_process(name, by_charm=by_charm)
         self.start_process(name, config)
 
     def process_running(self, name: str) -> bool:
@@ -471,6 +490,7 @@ class SimCluster:
         """Advance simulated time by one step (rules 1-9 of the module docstring)."""
         with self._lock:
             self.now += 1
+            self._check_invariants()  # as the last round of hooks left it
             down = [n for n in self._sorted(self.nodes.values()) if n.process != "up"]
             for node in self._sorted(self.nodes.values()):
                 if node.process == "starting":
@@ -502,6 +522,33 @@ class SimCluster:
             self.history.append(record)
             for node in self.nodes.values():
                 self._sync(node)
+            self._check_invariants()
+
+    def _check_invariants(self) -> None:
+        """Invariants (a)-(c) of the module docstring; (d) is the harness's (it knows the
+        scale requests)."""
+        running = [n for n in self._sorted(self.nodes.values()) if n.running]
+        if split_brain_possible(n.cluster_size for n in running):
+            sizes = ", ".join(f"{n.name}@{n.cluster_size}" for n in running)
+            self._breach("a: two disjoint majorities possible", sizes)
+        down = [n.name for n in self._sorted(self.nodes.values()) if n.charm_down and n.ever_voted]
+        if len(down) >= 2:
+            self._breach("b: two voting nodes down by the charm", ", ".join(down))
+        if self.lost_acknowledged_writes():
+            self._breach("c: acknowledged writes lost", f"{self.lost_acknowledged_writes()} bytes")
+
+    def _breach(self, invariant: str, detail: str) -> None:
+        if self.breaches and (self.breaches[-1].tick, self.breaches[-1].invariant) == (
+            self.now,
+            invariant,
+        ):
+            return
+        self.breaches.append(Breach(self.now, invariant, detail))
+        self._event_text("invariants", f"BREACH {invariant}: {detail}")
+
+    @property
+    def first_breach(self) -> Breach | None:
+        return self.breaches[0] if self.breaches else None
 
     def _boot(self, node: SimNode) -> None:
         if node.settings.error:
@@ -540,22 +587,29 @@ class SimCluster:
                 ):
                     self._leaderless(node, self.now + 1)
         for leader in self._up():
-            if leader.state == "Leader" and len(self._group(leader)) < leader.quorum:
-                self._event(leader, "lost quorum")
-                for member in self._group(leader):
+            if leader.state != "Leader":
+                continue
+            # ManageNoQuorumDetection: promotable subscriptions (any role) >= ClusterSize / 2.
+            if 1 + len(self._subscribers(leader)) >= leader.quorum:
+                leader.short_ticks = 0
+                continue
+            leader.short_ticks += 1
+            if leader.short_ticks >= NO_QUORUM_TICKS:
+                self._event(leader, "no quorum emerged within timeout: retiring")
+                for member in [leader, *self._subscribers(leader)]:
                     self._leaderless(member, self.now + 1)
         for group in self._distinct(groups):
             leaders = [n for n in self._up() if n.name in group and n.state in LEADING]
             for lesser in sorted(leaders, key=_rank, reverse=True)[1:]:
                 self._event(lesser, "stepped down: sees a better leader")
-                for member in self._group(lesser):
+                for member in [lesser, *self._subscribers(lesser)]:
                     self._leaderless(member, self.now)
 
     def _release_resigned(self) -> None:
         for leader in self._up():
             if leader.state == "ResigningLeader":
                 self._event(leader, "stepped down: resigned")
-                for member in self._group(leader):
+                for member in [leader, *self._subscribers(leader)]:
                     self._leaderless(member, self.now)  # elect at once: nobody died
 
     def _join_leaders(self, groups: dict[str, frozenset[str]]) -> None:
@@ -587,8 +641,11 @@ class SimCluster:
             self._event(best, f"elected leader of epoch {epoch}")
             if "admin" not in self.users:  # BecomeLeader creates the default users (§6.1)
                 best.double.initialise()
-            for node in pool:
-                if node is not best and node.process == "up":
+            self._serve(best)
+            for node in voters:
+                # Each voter counts the accepts against its own ClusterSize; one that does
+                # not reach its majority finds the leader through gossip at the next tick.
+                if node is not best and node.process == "up" and len(voters) >= node.quorum:
                     self._follow(node, best)
 
     def _follow(self, node: SimNode, leader: SimNode) -> None:
@@ -599,34 +656,38 @@ class SimCluster:
             self._halt(node, "exited", f"offline truncation of {dropped} bytes")
             return
         node.leader, node.state, node.join_seq = leader.name, "CatchingUp", next(self._joins)
-        group = self._group(leader)
-        surplus = len(group) - leader.cluster_size
-        if surplus > 0:
-            extra = sorted(group[1:], key=lambda n: (-n.join_seq, n.writer_checkpoint))
-            for member in extra[:surplus]:
-                self.surplus_shutdowns[member.name] += 1
-                self._halt(member, "exited", "surplus shutdown")
-        if node.leader == leader.name:
-            node.ever_voted = True
 
     def _replicate(self) -> bool:
         writable = False
         for leader in self._up():
-            group = self._group(leader)
-            if leader.state != "Leader" or len(group) < leader.quorum:
+            if leader.state != "Leader":
                 continue
+            budget = {}
+            for sub in self._subscribers(leader):  # catch up with what the leader holds
+                position = min(
+                    leader.writer_checkpoint, sub.writer_checkpoint + self.catch_up_bytes_per_tick
+                )
+                budget[sub.name] = self.catch_up_bytes_per_tick - (position - sub.writer_checkpoint)
+                sub.log = prefix(leader.log, position)
+                if (
+                    sub.state == "CatchingUp"
+                    and leader.writer_checkpoint - position <= CLONE_THRESHOLD
+                ):
+                    sub.state = "Clone"
+            self._assign_roles(leader)
+            group = self._group(leader)
+            if len(group) < leader.quorum:
+                continue  # client writes time out without a quorum of followers
             last = leader.log[-1]  # this leader's own term (its epoch record at least)
             leader.log = (*leader.log[:-1], last._replace(end=last.end + self.write_bytes_per_tick))
             target = leader.writer_checkpoint
-            for follower in group[1:]:
-                position = min(target, follower.writer_checkpoint + self.catch_up_bytes_per_tick)
-                follower.log = prefix(leader.log, position)
-                behind = target - position > self.write_bytes_per_tick
-                follower.state = "CatchingUp" if behind else "Follower"
-                follower.jitter = 0
-                if self.lag_jitter_bytes and not behind:
-                    follower.jitter = self._rng.randint(0, self.lag_jitter_bytes)
-                    self.jitter_log.append(follower.jitter)
+            for sub in self._subscribers(leader):
+                position = min(target, sub.writer_checkpoint + budget.get(sub.name, 0))
+                sub.log = prefix(leader.log, position)
+                sub.jitter = 0
+                if self.lag_jitter_bytes and sub.state == "Follower" and position == target:
+                    sub.jitter = self._rng.randint(0, self.lag_jitter_bytes)
+                    self.jitter_log.append(sub.jitter)
             positions = sorted((n.writer_checkpoint for n in group), reverse=True)
             acknowledged = positions[leader.quorum - 1]
             for s in _content(leader.log):
@@ -635,6 +696,26 @@ class SimCluster:
                     acked.end = max(acked.end, min(s.end, acknowledged))
             writable = writable or acknowledged >= target
         return writable
+
+    def _assign_roles(self, leader: SimNode) -> None:
+        """ManageRoleAssignments: promote caught-up clones to the leader's own
+        ClusterSize - 1 followers, best log first; drop the clones beyond that."""
+        subs = sorted(self._subscribers(leader), key=lambda n: (-n.writer_checkpoint, n.index))
+        followers = sum(n.state == "Follower" for n in subs)
+        desired = leader.cluster_size - 1
+        for clone in [n for n in subs if n.state == "Clone"]:
+            if followers < desired:
+                clone.state, clone.ever_voted = "Follower", True
+                followers += 1
+                self._serve(clone)
+            elif not self.unsafe_allow_surplus_nodes:
+                self.surplus_shutdowns[clone.name] += 1
+                self._halt(clone, "exited", "SURPLUS OF NODES IN THE CLUSTER, SHUTTING DOWN")
+
+    def _serve(self, node: SimNode) -> None:
+        """The node became Leader or Follower: SystemReady, if it was not already."""
+        node.ready = True
+        node.charm_down = False
 
     def _check_acknowledged(self) -> None:
         """Compare what was acknowledged with the history of the leader (the best one)."""
@@ -679,8 +760,12 @@ class SimCluster:
         return sorted(nodes, key=lambda n: n.index)
 
     def _group(self, leader: SimNode) -> list[SimNode]:
-        """The leader, then the running nodes that follow it: the voting members."""
-        return [leader] + [
+        """The leader, then its Followers: the members whose copies acknowledge writes."""
+        return [leader] + [n for n in self._subscribers(leader) if n.state == "Follower"]
+
+    def _subscribers(self, leader: SimNode) -> list[SimNode]:
+        """The running nodes subscribed to this leader: catching up, clones, followers."""
+        return [
             n for n in self._up()
             if n is not leader and n.leader == leader.name and n.state in FOLLOWING
         ]  # fmt: skip
@@ -689,7 +774,7 @@ class SimCluster:
         return (
             node.process == "up"
             and node.state == "Leader"
-            and len(self._group(node)) >= node.quorum
+            and 1 + len(self._subscribers(node)) >= node.quorum
         )
 
     def _leaderless(self, node: SimNode, ready_tick: int) -> None:
@@ -699,6 +784,7 @@ class SimCluster:
         """The process ends; followers notice at the next tick."""
         if node.running:
             node.process, node.state, node.leader = process, "Shutdown", None
+            node.ready, node.short_ticks = False, 0  # BecomeShuttingDown: 503 again
             node.double.down()
         self._sync(node)
         self._event(node, why)
@@ -706,10 +792,14 @@ class SimCluster:
     def _event(self, node: SimNode, what: str) -> None:
         self.events.append((self.now, node.name, what))
 
+    def _event_text(self, name: str, what: str) -> None:
+        self.events.append((self.now, name, what))
+
     def _sync(self, node: SimNode) -> None:
         """Copy the model's view of a node into the NodeState its double serves."""
         ns = node.double.node
-        ns.state, ns.live, ns.is_alive = node.state, node.process == "up", True
+        ns.state, ns.is_alive = node.state, True
+        ns.live = node.process == "up" and node.ready
         ns.http_host, ns.http_port = node.advertised_host, HTTP_PORT
         jitter = node.jitter if node.state == "Follower" else 0
         ns.writer_checkpoint = ns.chaser_checkpoint = max(0, node.writer_checkpoint - jitter)
@@ -743,6 +833,26 @@ class SimCluster:
     def _set_priority(self, name: str, priority: int) -> None:
         with self._lock:
             self.nodes[name].node_priority = priority
+
+
+def split_brain_possible(sizes: Iterable[int]) -> bool:
+    """Whether running nodes with these ClusterSizes hold two disjoint sets that could each
+    elect a leader: a set elects a node once it holds that node's own majority
+    (`ElectionsService`), so the two nodes with the smallest majorities decide."""
+    quorums = sorted(size // 2 + 1 for size in sizes)
+    return len(quorums) >= 2 and quorums[0] + quorums[1] <= len(quorums)
+
+
+@dataclass(frozen=True)
+class Breach:
+    """The first tick at which an invariant failed, and how."""
+
+    tick: int
+    invariant: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"tick {self.tick}: invariant {self.invariant} broken: {self.detail}"
 
 
 def _rank(node: SimNode) -> tuple[int, int, bool, int, int]:

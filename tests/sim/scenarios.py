@@ -44,6 +44,9 @@ class Window:
 
 Step = tuple[str, Callable[[Simulation], Window | None]]
 
+# Invariant (d): a step (a resize, say) is done within this many ticks: 10 simulated minutes.
+RESIZE_BOUND_TICKS = 300
+
 
 @dataclasses.dataclass
 class StepResult:
@@ -62,6 +65,8 @@ class StepResult:
     rounds: int
     membership_changes: int = 0  # times the leader published a new membership
     window: Window | None = None
+    ticks: int = 0  # cluster ticks the step took, in-hook waits included
+    breaches: tuple[str, ...] = ()  # invariants broken (with strict=False)
 
 
 def run_step(
@@ -78,6 +83,20 @@ def run_step(
     resizes = len(sim.membership_changes)
     window = action(sim)
     rounds = sim.settle()
+    elapsed = len(cluster.history) - ticks
+    breaches = [str(b) for b in cluster.breaches]
+    # Invariant (d): the resize completes, within a bounded time.
+    if len(sim.membership_changes) > resizes and elapsed > RESIZE_BOUND_TICKS:
+        breaches.append(f"d: {name} took {elapsed} ticks (bound {RESIZE_BOUND_TICKS})")
+    size = len(sim.units)
+    configured = {u: sim.units[u].rendered_config().get("ClusterSize") for u in sim.units}
+    if any(v != size for v in configured.values()):
+        breaches.append(f"d: {name}: not every node on size {size}: {configured}")
+    serving = set(cluster.history[-1].serving_nodes) if cluster.history else set()
+    if cluster.leader() is None or serving != set(sim.units):
+        breaches.append(f"d: {name}: not one leader with every node serving: {sorted(serving)}")
+    if sim.strict and breaches:
+        raise AssertionError(f"{name}: {breaches[0]}")
     return StepResult(
         name=name,
         hooks=sim.hooks_run - hooks,
@@ -97,6 +116,8 @@ def run_step(
         rounds=rounds,
         membership_changes=len(sim.membership_changes) - resizes,
         window=window,
+        ticks=elapsed,
+        breaches=tuple(breaches),
     )
 
 
@@ -132,9 +153,12 @@ def add_units_and_move_leadership(sim: Simulation) -> None:
     """Scale 3 -> 5, and Juju moves leadership while the rolling restart is under way."""
     add_units(2)(sim)
     restarts = sum(sim.charm_restarts.values())
-    for _ in range(3):  # a few rounds into the resize
-        sim.run_hooks(15)
-        sim.cluster.tick()
+    for _ in range(200):  # into the resize: once the first node restarted
+        if sum(sim.charm_restarts.values()) > restarts:
+            break
+        if not sim.queue:
+            sim.tick()
+        sim.run_hooks(1)
     in_flight = sum(sim.charm_restarts.values()) - restarts
     assert 0 < in_flight < 3, f"leadership should move mid-resize, not after ({in_flight})"
     sim.move_leadership("kurrentdb/2")
@@ -248,6 +272,16 @@ SCENARIOS: dict[str, list[Step]] = {
         ("3 -> 5", add_units(2)),
         ("5 -> 3", remove_highest(2)),
         ("3 -> 1", remove_highest(2)),
+    ],
+    "scale 1-5-1": [
+        ("deploy 1", add_units(1)),
+        ("1 -> 5", add_units(4)),
+        ("5 -> 1", remove_highest(4)),
+    ],
+    "scale 3-4-5": [
+        ("deploy 3", add_units(3)),
+        ("3 -> 4", add_units(1)),
+        ("4 -> 5", add_units(1)),
     ],
     "juju leadership moves mid-resize": [
         ("deploy 3", add_units(3)),

@@ -56,14 +56,71 @@ def test_membership_uses_unit_order_not_string_order():
 
 def test_growing_a_cluster_with_data_starts_at_most_quorum_minus_one_empty_nodes():
     old = ClusterPlan(members=members(0))
-    reports = {"kurrentdb/0": LEADER, "kurrentdb/1": FRESH, "kurrentdb/2": FRESH}
-    assert plan(old, reports, planned_units=3).fresh_allowed == members(1)
-    # Once kurrentdb/1 started but has not synced, it counts as empty: no more room.
-    reports["kurrentdb/1"] = UnitReport(address="a", started=True, role="CatchingUp")
+    alone = dataclasses.replace(LEADER, running_members=members(0))
+    reports = {"kurrentdb/0": alone, "kurrentdb/1": FRESH, "kurrentdb/2": FRESH}
+    # kurrentdb/0 still runs size 1 and has not asked for its restart: nobody starts.
     assert plan(old, reports, planned_units=3).fresh_allowed == ()
+    # It restarts now (the grant): one new node may start, not two ({0@1} and {1@3, 2@3}
+    # could each elect a leader).
+    reports["kurrentdb/0"] = dataclasses.replace(alone, restart_wanted=True)
+    new = plan(old, reports, planned_units=3)
+    assert new.restart_grant == "kurrentdb/0" and new.fresh_allowed == members(1)
+    # Once kurrentdb/1 started but has not synced, it counts as empty: no more room.
+    reports["kurrentdb/0"] = dataclasses.replace(LEADER, running_members=members(0, 1, 2))
+    reports["kurrentdb/1"] = UnitReport(
+        address="a", started=True, role="CatchingUp", running_members=members(0, 1, 2)
+    )
+    assert plan(new, reports, planned_units=3).fresh_allowed == ()
     # In sync, it holds the data: the last node may start.
-    reports["kurrentdb/1"] = SERVING
-    assert plan(old, reports, planned_units=3).fresh_allowed == members(2)
+    reports["kurrentdb/1"] = dataclasses.replace(SERVING, running_members=members(0, 1, 2))
+    assert plan(new, reports, planned_units=3).fresh_allowed == members(2)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "possible"),
+    [
+        ((3, 3, 3), False),
+        ((1, 3, 3), True),  # {0@1} and {1@3, 2@3}
+        ((1, 3), False),
+        ((3, 3, 3, 5), True),  # {0, 1} and {2, 3} by size 3
+        ((5, 5, 3, 5), False),
+        ((5, 5, 3, 5, 5), True),  # {2, x} by size 3, the other three by size 5
+        ((3, 5, 5), False),
+        ((5, 5, 5, 5, 5), False),
+    ],
+)
+def test_split_brain_possible_with_mixed_sizes(sizes, possible):
+    assert cluster.split_brain_possible(sizes) is possible
+
+
+def test_new_nodes_wait_until_the_old_ones_run_the_new_size():
+    five = members(0, 1, 2, 3, 4)
+    at = {n: dataclasses.replace(SERVING, running_members=members(0, 1, 2)) for n in five[:3]}
+    reports = {**at, "kurrentdb/3": FRESH, "kurrentdb/4": FRESH}
+    current = ClusterPlan(members=five)
+    assert plan(current, reports, planned_units=5).fresh_allowed == ()
+    # Two restarted to size 5, the last one (the leader) restarting: one may start.
+    for n in five[:2]:
+        reports[n] = dataclasses.replace(SERVING, running_members=five)
+    reports["kurrentdb/2"] = dataclasses.replace(
+        LEADER, running_members=members(0, 1, 2), restart_wanted=True
+    )
+    new = plan(current, reports, planned_units=5)
+    assert new.restart_grant == "kurrentdb/2"
+    assert new.fresh_allowed == members(3)
+
+
+def test_no_restart_into_a_smaller_size_while_larger_ones_would_outvote_it():
+    three = members(0, 1, 2)
+    reports = {
+        n: dataclasses.replace(SERVING, running_members=three, restart_wanted=True) for n in three
+    }
+    # Going to one node while kurrentdb/1 and /2 still run size 3: {0@1} and {1, 2}.
+    assert cluster._restart_grant(None, members(0), {**reports}) is None
+    # Without them, the restart is safe.
+    assert cluster._restart_grant(None, members(0), {"kurrentdb/0": reports["kurrentdb/0"]}) == (
+        "kurrentdb/0"
+    )
 
 
 def test_followers_restart_before_the_leader():
