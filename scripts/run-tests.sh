@@ -175,7 +175,7 @@ step "system deps" install_system_deps
 step "ruff check" run ruff check --extend-exclude .tools
 step "ruff format" run ruff format --check --extend-exclude .tools
 step "mypy" run mypy
-step "unit tests" run coverage run -m pytest tests/unit tests/sim -q
+step "unit tests" run coverage run -m pytest tests/unit tests/sim tests/fuzz -q
 step "coverage report" run coverage report
 step "pack" pack_charm
 step "artifact tests" artifact_tests

@@ -567,8 +567,18 @@ def validate_extra_options(
                 )
         option_values.check_known(canonical, option_list.specs)
     except option_values.OptionValueError as e:
-        raise ConfigError("extra-options", f"{e.path}: {e.value}", e.allowed) from None
+        raise ConfigError("extra-options", f"{e.path}: {_as_written(e.value)}", e.allowed) from None
     return canonical
+
+
+def _as_written(value: object) -> str:
+    """A value as the user wrote it (`null`, `true`, `{"a": 1}`), never Python's `None`."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return str(value)
 
 
 def _refuse(names: list[str], reason: Callable[[str], str]) -> None:

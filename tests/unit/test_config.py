@@ -57,7 +57,7 @@ BAD_VALUES = [
     ),
     (
         {"extra-options": "{GossipTimeoutMs: {a: 1}}"},
-        "invalid config extra-options=\"GossipTimeoutMs: {'a': 1}\": a whole number from -2147483648 to 2147483647",
+        "invalid config extra-options='GossipTimeoutMs: {\"a\": 1}': a whole number from -2147483648 to 2147483647",
     ),
 ]
 

@@ -12,8 +12,10 @@ import pytest
 from conftest import unit_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ops import testing
 
 from cluster import ClusterPlan, UnitReport, unit_list
+from state import PEER_RELATION
 from workload import paths
 
 BAD_LISTS = ["5", "null", "true", '[["kurrentdb/0"]]', '["bogus"]', '["kurrentdb/x"]',
@@ -89,3 +91,44 @@ def test_any_peer_data_reads_as_typed_values(app, unit):
         assert isinstance(name, str) and "/" in name
     assert plan.restart_grant is None or "/" in plan.restart_grant
     assert isinstance(report.started, bool) and isinstance(report.caught_up, bool)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src/coordinator.py + src/cluster.py (being reworked): with another unit in the "
+    "peer relation and planned units 2, a leader whose app databag holds members='' "
+    "(absent) leaves it empty instead of rewriting a plan that names itself; the app status "
+    "then reads 'waiting for units to join the cluster' while its node runs a 1-node cluster",
+)
+def test_the_leader_rewrites_an_emptied_plan_when_other_units_are_there(
+    ctx, volumes, internal_ca, kurrentdb
+):
+    state = unit_state(volumes, internal_ca)
+    state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    peer = state.get_relations(PEER_RELATION)[0]
+    peer = dataclasses.replace(
+        peer, local_app_data={**peer.local_app_data, "members": ""}, peers_data={1: {}}
+    )
+    state = dataclasses.replace(state, relations={peer}, planned_units=2)
+    out = ctx.run(ctx.on.relation_changed(peer, remote_unit=1), state)
+    data = out.get_relation(peer.id).local_app_data
+    assert "kurrentdb/0" in unit_list(data.get("members", ""))
+    assert out.app_status != testing.WaitingStatus("waiting for units to join the cluster")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src/coordinator.py / src/cluster_status.py (being reworked): a running leader "
+    "whose own unit databag says started='' (another revision's value) stays "
+    "'waiting to join the 1-node cluster until nodes with data are in sync' for good: "
+    "the unit reports started only when it (re)starts the process, never for one that runs",
+)
+def test_a_running_unit_rewrites_its_own_unreadable_report(ctx, volumes, internal_ca, kurrentdb):
+    state = unit_state(volumes, internal_ca)
+    state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    peer = state.get_relations(PEER_RELATION)[0]
+    peer = dataclasses.replace(peer, local_unit_data={**peer.local_unit_data, "started": ""})
+    state = dataclasses.replace(state, relations={peer})
+    for _ in range(3):
+        state = ctx.run(ctx.on.update_status(), state)
+    assert state.unit_status == testing.ActiveStatus("Leader")
