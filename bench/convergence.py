@@ -38,7 +38,7 @@ from sim.scenarios import SCENARIOS, StepResult, run_step  # noqa: E402
 import tls  # noqa: E402
 
 
-def run(scenario: str, ca: tls.KeyPair) -> list[StepResult]:
+def run(scenario: str, ca: tls.KeyPair, hook_order: str = "number") -> list[StepResult]:
     import kubernetes
 
     with (
@@ -47,7 +47,8 @@ def run(scenario: str, ca: tls.KeyPair) -> list[StepResult]:
         SimCluster(ca=ca, admin_password=ADMIN_PASSWORD, ops_password=OPS_PASSWORD) as cluster,
     ):
         patch.setattr(kubernetes, "label_pod", lambda *args: True)
-        sim = Simulation(pathlib.Path(tmp), cluster, patch)
+        # Not strict: a breach is counted and shown, not raised.
+        sim = Simulation(pathlib.Path(tmp), cluster, patch, hook_order=hook_order, strict=False)
         return [run_step(sim, name, action) for name, action in SCENARIOS[scenario]]
 
 
@@ -61,29 +62,36 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)  # Scenario's consistency warnings are not results
-    wanted = sys.argv[1:] or list(SCENARIOS)
+    args = sys.argv[1:]
+    orders = ["number", "newest"] if "--both-orders" in args else ["number"]
+    wanted = [a for a in args if not a.startswith("--")] or list(SCENARIOS)
     ca = tls.generate_ca()
     header = (
         f"{'scenario':<36} {'step':<18} {'hooks':>5} {'rounds':>6} {'resizes':>7} "
-        f"{'restarts (unit:n)':<22} {'kurrentdb exits':<16} {'unavail':>7} {'lost':>4}"
+        f"{'restarts (unit:n)':<22} {'kurrentdb exits':<16} {'unavail':>7} {'lost':>4} "
+        f"{'breaches':>8} {'order':<6}"
     )
     print(header)
     print("-" * len(header))
     windows: list[tuple[str, StepResult]] = []
-    for scenario in wanted:
-        for step in run(scenario, ca):
+    for scenario, order in [(s, o) for s in wanted for o in orders]:
+        for step in run(scenario, ca, order):
             print(
                 f"{scenario:<36} {step.name:<18} {step.hooks:>5} {step.rounds:>6} "
                 f"{step.membership_changes:>7} {counts(step.restarts):<22} "
                 f"{counts(step.process_exits):<16} {step.write_unavailable_ticks:>7} "
-                f"{step.lost_writes:>4}"
+                f"{step.lost_writes:>4} {len(step.breaches):>8} {order:<6}"
             )
+            for breach in step.breaches[:3]:
+                print(f"    {breach}")
             if step.window is not None:
                 windows.append((scenario, step))
     print(
         "\nresizes: membership changes the leader published; restarts: restarts the charm "
         "made;\nkurrentdb exits: surplus shutdowns Pebble restarted; unavail: ticks without an "
-        "acknowledged write;\nlost: acknowledged bytes lost."
+        "acknowledged write;\nlost: acknowledged bytes lost; breaches: invariant breaches "
+        "(tests/sim/kurrentdb_cluster.py, scenarios.py);\norder: the hook order (--both-orders "
+        "plays each scenario in unit-number order and newest first)."
     )
     if not windows:
         return

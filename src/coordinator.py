@@ -289,8 +289,14 @@ class ClusterCoordinator:
     def restart_in_turn(self, members: tuple[str, ...]) -> None:
         """This unit holds the restart grant: hand leadership over, restart, wait until back."""
         role = self.health().role
+        reports = self._state.unit_reports()
+        # Hand over only to a node that can take over: a member of the new membership that
+        # runs (3 -> 1: nobody; a resign would wait SETTLE_TIMEOUT for no new leader).
+        successors = [u for u in members if u != self._unit and u in reports and reports[u].started]
         leading = (
-            role in cluster.LEADING_ROLES and len(self._state.own_report().running_members) > 1
+            role in cluster.LEADING_ROLES
+            and len(self._state.own_report().running_members) > 1
+            and bool(successors)
         )
         if leading and not self._node.resign_and_wait(
             self._admin_client(),

@@ -109,8 +109,9 @@ def run_step(
         restarted_while_leading=[
             node
             for _, node, state in cluster.restart_log[log_before:]
-            # a single node has nobody to hand leadership to
-            if state == "Leader" and size_before > 1
+            # a single node, or the one that stays of a scale-down to 1, has nobody to
+            # hand leadership to
+            if state == "Leader" and size_before > 1 and len(sim.units) > 1
         ],
         lost_writes=cluster.lost_acknowledged_writes(),
         rounds=rounds,

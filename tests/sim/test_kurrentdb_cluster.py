@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from kurrentdb_api import KurrentDBAuthError, KurrentDBClient, KurrentDBUnreachable
-from sim.kurrentdb_cluster import Segment, SimCluster, common_bytes, prefix
+from sim.kurrentdb_cluster import Segment, SimCluster, common_bytes, prefix, split_brain_possible
 from tls import KeyPair, generate_ca
 
 ADMIN, OPS = "admin-pw", "ops-pw"
@@ -386,3 +386,97 @@ def test_lag_jitter_shows_in_followers_gossip_not_in_what_they_hold(cluster: Sim
     }
     assert cluster.write_unavailable_ticks == unavailable
     assert cluster.acknowledged_bytes() == acked + 10 * MiB
+
+
+def test_each_node_elects_by_its_own_cluster_size(ca: KeyPair):
+    """ElectionsService counts votes against the node's own ClusterSize: two size-3 nodes
+    elect each other while a size-5 node beside them cannot reach its majority of 3."""
+    with SimCluster(ca=ca, admin_password=ADMIN, ops_password=OPS) as sim:
+        for n in range(3):
+            sim.add_node(f"kurrentdb/{n}", fqdn(n))
+        sim.start_process("kurrentdb/0", conf(0, 5, (1, 2)))
+        sim.start_process("kurrentdb/1", conf(1, 5, (0, 2)))
+        settle_ticks = [sim.tick() for _ in range(4)]
+        assert len(settle_ticks) == 4 and sim.leader() is None  # 2 of 5: no majority
+        sim.start_process("kurrentdb/2", conf(2, 3, (0, 1)))
+        for _ in range(4):
+            sim.tick()
+        # Three running nodes: a majority of 5 for the size-5 nodes, elected among them.
+        assert sim.leader() in ("kurrentdb/0", "kurrentdb/1")
+    assert not split_brain_possible([5, 5, 3])
+    assert split_brain_possible([3, 3, 3, 5])
+    assert split_brain_possible([1, 3, 3])
+
+
+def test_a_size_1_node_and_two_size_3_nodes_can_both_lead(cluster: SimCluster):
+    cluster.start_process("kurrentdb/0", conf(0, 1))
+    cluster.start_process("kurrentdb/1", conf(1, 3, (2,)))
+    cluster.start_process("kurrentdb/2", conf(2, 3, (1,)))
+    for _ in range(4):
+        cluster.tick()
+    leaders = sorted(n for n, s in states(cluster).items() if s == "Leader")
+    assert leaders[0] == "kurrentdb/0" and len(leaders) == 2
+    assert cluster.first_breach is not None
+    assert cluster.first_breach.invariant.startswith("a:")
+
+
+def test_caught_up_clone_is_promoted_when_a_follower_is_missing(cluster: SimCluster):
+    leader = form_three(cluster)
+    follower = next(n for n in cluster.nodes if n != leader)
+    cluster.stop_process(follower)
+    cluster.tick()
+    cluster.start_process(follower, conf3(int(follower[-1])))
+    seen = []
+    for _ in range(6):
+        cluster.tick()
+        seen.append(cluster.node(follower).state)
+    assert "Follower" in seen and cluster.surplus_shutdowns == {}
+
+
+def test_clones_beyond_the_leaders_size_are_dropped_as_surplus(cluster: SimCluster):
+    form_three(cluster)
+    cluster.add_node("kurrentdb/3", fqdn(3))
+    cluster.start_process("kurrentdb/3", conf(3, 5, (0, 1, 2)))
+    for _ in range(3):
+        cluster.tick()
+    # The size-3 leader has its 2 followers: the caught-up clone exits (code 0).
+    assert cluster.surplus_shutdowns == {"kurrentdb/3": 1}
+    assert any("SURPLUS OF NODES" in what for _, n, what in cluster.events if n == "kurrentdb/3")
+
+
+def test_leader_short_of_subscriptions_retires_after_the_timeout(cluster: SimCluster):
+    leader = form_three(cluster)
+    for name in cluster.nodes:
+        if name != leader:
+            cluster.stop_process(name)
+    cluster.tick()
+    assert cluster.node(leader).state == "Leader"  # not yet: NoQuorumTimeout is 3 s
+    cluster.tick()
+    assert cluster.node(leader).state == "Unknown"
+
+
+def test_health_live_answers_204_only_once_the_node_served(cluster: SimCluster):
+    import urllib.request
+
+    def live(name: str) -> int:
+        node = cluster.node(name)
+        import ssl
+
+        context = ssl.create_default_context(cadata=node.ca_pem)
+        context.check_hostname = False
+        request = urllib.request.Request(node.url + "/health/live")  # noqa: S310 (https)
+        request.add_header("Authorization", "Basic YmFkOmJhZA==")  # bad credentials: ignored
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=5) as response:  # noqa: S310
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    cluster.start_process("kurrentdb/0", conf3(0))
+    cluster.tick()
+    assert cluster.node("kurrentdb/0").process == "up"
+    assert live("kurrentdb/0") == 503  # up, discovering: not SystemReady
+    cluster.start_process("kurrentdb/1", conf3(1))
+    for _ in range(4):
+        cluster.tick()
+    assert live("kurrentdb/0") == 204 and live("kurrentdb/1") == 204
