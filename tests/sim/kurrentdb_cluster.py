@@ -6,53 +6,67 @@ restarts or stops KurrentDB, the harness calls `start_process`, `restart_process
 on 127.0.0.1. Its /info, /gossip, /health/live, /admin/node/resign, /admin/shutdown and users API
 answer from this model, so the charm's HTTP client sees what it would see on a real node.
 
-Rules, after /work/shared/kurrentdb-contract.md §4.2, §4.3, §4.5 and §5. `tick()` applies them in
-this order:
+Rules, from the server's source (kurrent-io/KurrentDB, tag v26.1.0; paths under src/) and
+/work/shared/kurrentdb-contract.md §4-§5. `tick()` applies them in this order:
 
-1. Boot. A process started since the last tick finishes Initializing: /health/live answers 204
-   and the node is "DiscoverLeader". The process exits instead if the server's validator would
-   reject its config: ClusterSize < 1; several GossipSeed entries with ClusterSize 1; a seed
-   without a port; ClusterSize > 1 with DiscoverViaDns false and no seeds. With ClusterSize > 1
-   and DiscoverViaDns not false, the server resolves ClusterDns and ignores GossipSeed, so such a
-   node has no seeds here.
-2. Visibility. Two running nodes gossip when either one lists the other in GossipSeed: the
-   listed node learns about the caller from its gossip. Gossip also spreads membership, so a
-   node sees every running node in its connected group. A node's quorum is its own
-   ClusterSize//2+1.
-3. Failure detection. A node whose leader is gone (stopped, out of sight, or no longer leading)
-   becomes "Unknown". A leader whose group (itself plus the nodes that follow it) is smaller
-   than its quorum steps down. If two leaders see each other, the lesser one steps down. A node
-   that lost its leader may vote from the next tick on, so a dead leader costs a leaderless tick.
+1. Boot. A process started since the last tick finishes Initializing and is "DiscoverLeader".
+   It exits instead if the validator would reject its config
+   (KurrentDB.Core/Configuration/ClusterVNodeOptionsValidator.cs): ClusterSize < 1; several
+   GossipSeed entries with ClusterSize 1; a seed without a port; ClusterSize > 1 with
+   DiscoverViaDns false and no seeds. With ClusterSize > 1 and DiscoverViaDns not false, the
+   server resolves ClusterDns and ignores GossipSeed (KurrentDB.Core/ClusterVNode.cs), so
+   such a node has no seeds here.
+2. Visibility. Two running nodes gossip when either one lists the other in GossipSeed; gossip
+   spreads membership, so a node sees every running node of its connected group.
+3. Failure detection. A node whose leader is gone becomes "Unknown". A leader with fewer
+   promotable subscriptions (catching up, clones or followers) than ClusterSize / 2 of its
+   own size for longer than NoQuorumTimeout (3 s: two ticks) retires ("NO QUORUM EMERGED
+   WITHIN TIMEOUT... RETIRING", KurrentDB.Core/Services/Replication/
+   LeaderReplicationService.cs `ManageNoQuorumDetection`, KurrentDB.Core/Services/VNode/
+   ClusterVNodeController.cs `Handle(NoQuorumMessage)`). If two leaders see each other, the
+   lesser one steps down.
 4. Resign (POST /admin/node/resign to the leader, between ticks). The leader becomes
-   "ResigningLeader" and stops writing. At the next tick it and its followers are released and
-   elect at once. The resigned node loses ties to any node with as much data.
-5. Join. A leaderless node that sees a leader follows it as "CatchingUp". If its log holds
-   bytes the leader's log lacks (a divergent history), it truncates them and its process exits
-   (offline truncation; Pebble restarts it). If the leader then has more voting members than its
-   own ClusterSize, surplus nodes shut down (process exits): those that joined last go first,
-   and among equals the one with the least data.
-6. Election. In a group with no leader, every node proposes the best node it sees. "Best" means
-   the highest (epoch number, writer checkpoint), then not resigned, then NodePriority, then the
-   first added. The best node wins if it and enough ready nodes vote for it to make ITS quorum.
-   A node is ready once it has been leaderless for a tick, or right after a resign released it.
-   All voters then follow the winner. So an emptier node never wins over a node with more data
-   in its group. The winner starts epoch max(epochs)+1.
-7. Replication. Each leader with quorum writes `write_bytes_per_tick` (continuous client
-   writes). Followers copy its log, catching up by up to `catch_up_bytes_per_tick` per tick.
-   A follower counts as "Follower" once it is at most one tick of writes behind. A position is
-   acknowledged once a quorum of the leader's group holds it. A tick is writable if some leader
-   with quorum had all its writes acknowledged by the end of the tick. Every other tick counts
-   in `write_unavailable_ticks`. With `lag_jitter_bytes`, each Follower's checkpoints, as its
-   /gossip entry shows them, trail its leader's by a random 0..lag_jitter_bytes drawn each
-   tick (events in flight under steady write load; seeded, so runs repeat); what it holds,
-   and so acknowledgement, is unchanged.
-8. Lost writes. Acknowledged bytes missing from the log of the current leader with quorum
-   count as lost (`lost_acknowledged_writes()`), once. In a split brain, the best leader's log
-   is the reference.
-9. Gossip. A running node's /gossip lists itself (current state) and what it saw at the last
-   tick: the nodes of its group as alive, and nodes it lost as isAlive false for
-   `dead_member_ticks` ticks. So a node stopped between ticks still looks alive to the others
-   until the next tick, as with real gossip intervals.
+   "ResigningLeader" and stops writing; at the next tick it and its subscribers elect at
+   once. The resigned node loses ties to any node with as much data.
+5. Join. A leaderless node that sees a leader subscribes to it as "CatchingUp". If its log
+   holds bytes the leader's lacks, it truncates them and exits (offline truncation; Pebble
+   restarts it).
+6. Election (KurrentDB.Core/Services/ElectionsService.cs). Each node counts votes against
+   its own ClusterSize (`_clusterSize / 2 + 1` for view changes, prepare-oks and accepts):
+   the best node of a leaderless group (highest epoch and writer checkpoint, then not
+   resigned, NodePriority, first added) is elected if the ready voters reach ITS majority;
+   a voter completes the election only if they also reach its own majority, and otherwise
+   finds the leader through gossip at the next tick. So nodes of different sizes can form
+   two disjoint majorities (`split_brain_possible`).
+7. Replication and roles (LeaderReplicationService.cs). Subscribers copy the leader's log at
+   up to `catch_up_bytes_per_tick`; one within CloneThreshold (1024 bytes; a tick of writes
+   here) is a "Clone". `ManageRoleAssignments`: the leader wants ClusterSize - 1 followers by
+   its own size; it promotes caught-up clones (best log first) while a follower is missing;
+   the clones beyond are told to drop their subscription, log "THERE IS A SURPLUS OF NODES
+   IN THE CLUSTER, SHUTTING DOWN" and exit with code 0 (ClusterVNodeController.cs
+   `Handle(DropSubscription)`), unless `unsafe_allow_surplus_nodes`. A follower that lags
+   stays a follower (demotion swaps a lagging follower beyond the desired count for a clone
+   further ahead, which this model never produces). Client writes (`write_bytes_per_tick`)
+   need the leader and its followers to make its quorum; a position is acknowledged once a
+   quorum of them holds it. A tick is writable if a leader had all its writes acknowledged.
+   With `lag_jitter_bytes`, followers' gossip checkpoints trail by a random amount.
+8. Health (KurrentDB.Core/ClusterVNodeStartup.cs, `StatusCheck.MapLiveness`, mapped before
+   the authentication middleware: anonymous, credentials ignored). /health/live answers 204
+   once SystemReady was published, 503 before and after BecomeShuttingDown. With internal
+   authentication SystemReady follows AuthenticationProviderInitialized, which waits until
+   the node became Leader, Follower or ReadOnlyReplica (KurrentDB.Core/Authentication/
+   InternalAuthentication/UserManagementService.cs, ClusterVNodeController.cs): here, once
+   the node first served since it started.
+9. Lost writes. Acknowledged bytes missing from the log of the current leader count as lost.
+10. Gossip. A running node's /gossip lists itself and what it saw at the last tick; nodes it
+   lost stay listed as isAlive false for `dead_member_ticks` ticks.
+
+Invariants, checked at the start (the state the last round of hooks left) and the end of
+every tick, reported as `Breach`es (the harness fails the test at the first one): (a) never
+two disjoint sets of running nodes that could each elect a leader by their own sizes; (b)
+never two voting nodes down by the charm's doing (stopped by it, not serving again yet);
+(c) no acknowledged write lost. (d), every resize completing in bounded time, is checked by
+`sim.scenarios.run_step`.
 
 Logs. The bytes one leader writes in one term are identical on every node that holds them. So
 a log is a tuple of (term, epoch, start, end) segments, and two logs agree up to the first
@@ -60,8 +74,8 @@ byte whose term differs. That is all the model needs to detect truncation and lo
 
 Simplifications: there is one shared user database, created by the first leader ever elected;
 lost writes do not take users with them. Chaser checkpoint = writer checkpoint. There are no
-PreReplica, Clone or PreLeader transitions: a surplus joiner exits at once instead of showing up
-as a Clone first. A resigned node keeps its election handicap until it restarts or is elected,
+PreReplica or PreLeader transitions. A reload (SIGHUP) is not modelled here: see
+tests/doubles/process.py. A resigned node keeps its election handicap until it restarts or is elected,
 not just for the next election.
 """
 
