@@ -253,7 +253,9 @@ class KurrentDBClient:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
+        redact_also: tuple[str, ...] = (),
     ):
+        """`redact_also`: secrets this client never sends that no answer may show either."""
         parts = urllib.parse.urlsplit(url)
         if parts.username or parts.password:  # never echo such a url: it holds a secret
             raise ValueError("pass credentials as username/password, not in the url")
@@ -266,6 +268,7 @@ class KurrentDBClient:
         if username is not None:
             token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
             self._auth, self._secrets = f"Basic {token}", (password or "", token)
+        self._secrets += tuple(redact_also)
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
             try:  # with cadata, trust exactly that CA; hostname checking stays on

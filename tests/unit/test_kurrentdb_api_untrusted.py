@@ -175,3 +175,23 @@ def test_error_messages_are_one_line_and_redacted():
     assert "\n" not in message
     for form in encodings(secret) + encodings("n3w-Sécret&x=1"):
         assert form not in message, form
+
+
+@pytest.mark.parametrize("status", [301, 400, 500, 503])
+def test_an_answer_echoing_a_password_to_an_anonymous_request_is_redacted(
+    ctx, volumes, internal_ca, kurrentdb, status
+):
+    """Found by tests/fuzz: the health check asks without credentials, so only the secrets
+    a client sent were redacted, and a body holding the admin password reached the status."""
+    from conftest import ADMIN_PASSWORD, unit_state
+
+    from workload import paths
+
+    state = unit_state(volumes, internal_ca)
+    state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    kurrentdb.fail_with = status
+    kurrentdb.fail_body = "<pre>\n" + " ".join(encodings(ADMIN_PASSWORD)) + "\n</pre>"
+    out = ctx.run(ctx.on.update_status(), state)
+    shown = [out.unit_status.message, *(line.message for line in ctx.juju_log)]
+    for form in encodings(ADMIN_PASSWORD):
+        assert not [text for text in shown if form in text], form
