@@ -166,12 +166,16 @@ class KurrentDBCharm(ops.CharmBase):
             self.node.configure(
                 config, self.identity, ca, certificate, passwords, view, may_start=may_start
             )
-            if not was_running and self.node.workload.service_state() != ServiceState.STOPPED:
-                # A (re)started process runs the current membership.
+            pending = bool(self.node.restart_pending)
+            started_now = not was_running and (
+                self.node.workload.service_state() != ServiceState.STOPPED
+            )
+            # A (re)started process runs the current membership; so does a running one with
+            # nothing pending, even if its report says otherwise (another revision wrote it).
+            if started_now or (was_running and not pending and not report.started):
                 self.cluster.report(
                     started=True, running_members=plan.members, restart_wanted=False
                 )
-            pending = bool(self.node.restart_pending)
             self.cluster.report_health(pending)
             if self.unit.is_leader():
                 self.cluster.schedule()  # react to this unit's own report at once

@@ -116,13 +116,6 @@ def test_the_leader_rewrites_an_emptied_plan_when_other_units_are_there(
     assert out.app_status != testing.WaitingStatus("waiting for units to join the cluster")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/coordinator.py / src/cluster_status.py (being reworked): a running leader "
-    "whose own unit databag says started='' (another revision's value) stays "
-    "'waiting to join the 1-node cluster until nodes with data are in sync' for good: "
-    "the unit reports started only when it (re)starts the process, never for one that runs",
-)
 def test_a_running_unit_rewrites_its_own_unreadable_report(ctx, volumes, internal_ca, kurrentdb):
     state = unit_state(volumes, internal_ca)
     state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
