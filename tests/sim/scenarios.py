@@ -81,10 +81,11 @@ def run_step(
     leader_before = cluster.leader()
     size_before = len(sim.units)
     resizes = len(sim.membership_changes)
+    breaches_before = len(cluster.breaches)
     window = action(sim)
     rounds = sim.settle()
     elapsed = len(cluster.history) - ticks
-    breaches = [str(b) for b in cluster.breaches]
+    breaches = [str(b) for b in cluster.breaches[breaches_before:]]
     # Invariant (d): the resize completes, within a bounded time.
     if len(sim.membership_changes) > resizes and elapsed > RESIZE_BOUND_TICKS:
         breaches.append(f"d: {name} took {elapsed} ticks (bound {RESIZE_BOUND_TICKS})")
