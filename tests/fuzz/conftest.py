@@ -12,7 +12,6 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from fuzz_harness import SLOW, STATS, World
 from ops import testing
 from scenario_fixtures import (
     ADMIN_PASSWORD,
@@ -26,6 +25,7 @@ from scenario_fixtures import (
 
 import tls
 from charm import KurrentDBCharm
+from fuzz.fuzz_harness import SLOW, STATS, World
 from workload import paths
 
 

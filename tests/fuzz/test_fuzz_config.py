@@ -11,7 +11,6 @@ import dataclasses
 
 import pytest
 import yaml
-from fuzz_harness import example, fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 from ops import testing
@@ -19,6 +18,7 @@ from scenario_fixtures import IMAGE_VERSION, replace_config
 
 import config
 from config import LOG_LEVELS, ConfigError, Profile, RunProjections
+from fuzz.fuzz_harness import example, fuzz_settings
 
 ACTIVE = testing.ActiveStatus("Leader")
 

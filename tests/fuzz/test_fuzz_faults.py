@@ -11,11 +11,12 @@ import json
 
 import ops
 import pytest
-from fuzz_harness import encodings, example, fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 from ops import testing
 from scenario_fixtures import ADMIN_PASSWORD, replace_config
+
+from fuzz.fuzz_harness import encodings, example, fuzz_settings
 
 ACTIVE = testing.ActiveStatus("Leader")
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from fuzz_harness import example, fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 from ops import testing
 
 from cluster import UnitReport, unit_list
 from cos.logs import push_url
+from fuzz.fuzz_harness import example, fuzz_settings
 from workload import paths
 from workload.kurrentdb import LOG_FORWARDING_LAYER
 

@@ -1,0 +1,1 @@
+"""Property-based tests of every input surface (a package, so its conftest is `fuzz.conftest`)."""
