@@ -17,7 +17,6 @@ Every count goes into `STATS`, which `tests/fuzz/conftest.py` prints as the issu
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import json
@@ -27,7 +26,6 @@ import re
 import shutil
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +33,7 @@ from hypothesis import HealthCheck, settings
 from ops import testing
 from scenario.errors import UncaughtCharmError
 from scenario_fixtures import ADMIN_PASSWORD, OPS_PASSWORD, Volumes
+from secret_forms import encodings
 
 from charm import KurrentDBCharm
 from workload import paths
@@ -79,21 +78,6 @@ def tally(surface: str) -> Tally:
 
 
 # --- secrets in every encoding -----------------------------------------------------------------
-
-
-def encodings(secret: str, user: str | None = None) -> set[str]:
-    """Every form of `secret` a log line or databag might carry."""
-    forms = {
-        secret,
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote_plus(secret),
-        base64.b64encode(secret.encode()).decode(),
-    }
-    for login in (user,) if user else ("admin", "ops", "charm-metrics"):
-        forms.add(base64.b64encode(f"{login}:{secret}".encode()).decode())
-    return forms
 
 
 def distinctive(secret: str) -> bool:
