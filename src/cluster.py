@@ -44,6 +44,7 @@ and how their node is doing. The rules, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -233,6 +234,12 @@ def plan(
     not tell; see `awaited_units`). So `juju add-unit -n 2` is one resize, not two, and a
     new deployment starts every node once, at its final size.
     """
+    if not current.members:
+        # No readable membership (another revision's format, a hand edit) while nodes run:
+        # the largest membership a running node was started with is the one in force.
+        running = [r.running_members for r in reports.values() if r.started and r.running_members]
+        if running:
+            current = dataclasses.replace(current, members=max(running, key=len))
     present = present_units(reports)
     complete = len(present) == planned_units and not (
         app_pods is not None and awaited_units(current.members, present, app_pods)

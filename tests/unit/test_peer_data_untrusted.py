@@ -93,13 +93,6 @@ def test_any_peer_data_reads_as_typed_values(app, unit):
     assert isinstance(report.started, bool) and isinstance(report.caught_up, bool)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/coordinator.py + src/cluster.py (being reworked): with another unit in the "
-    "peer relation and planned units 2, a leader whose app databag holds members='' "
-    "(absent) leaves it empty instead of rewriting a plan that names itself; the app status "
-    "then reads 'waiting for units to join the cluster' while its node runs a 1-node cluster",
-)
 def test_the_leader_rewrites_an_emptied_plan_when_other_units_are_there(
     ctx, volumes, internal_ca, kurrentdb
 ):
