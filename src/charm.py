@@ -389,13 +389,13 @@ class KurrentDBCharm(ops.CharmBase):
     # --- KurrentDB API clients -------------------------------------------------------------
 
     def _anonymous_client(self) -> KurrentDBClient:
-        from kurrentdb_api import KurrentDBClient
+        from kurrentdb_api import KurrentDBClient, basic_token
 
         ca = self.state.internal_ca()
         # An answer echoing a system user's password (a proxy, a bug) is redacted here too.
         passwords = self.state.system_passwords()
         known = passwords.current.items() if passwords else ()
-        redact = tuple(p for u, pw in known for p in (pw, credentials.basic_token(u, pw)))
+        redact = tuple(p for u, pw in known for p in (pw, basic_token(u, pw)))
         return KurrentDBClient(
             self.api_url, ca_pem=ca.certificate if ca else None, timeout=3.0, redact_also=redact
         )

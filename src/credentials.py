@@ -7,7 +7,6 @@ environment, which would restart the node.
 
 from __future__ import annotations
 
-import base64
 import logging
 import secrets
 import string
@@ -31,11 +30,6 @@ _PASSWORD_LENGTH = 32
 def generate_password() -> str:
     """A random password of letters and digits (safe in URLs, shells and YAML)."""
     return "".join(secrets.choice(_ALPHABET) for _ in range(_PASSWORD_LENGTH))
-
-
-def basic_token(user: str, password: str) -> str:
-    """What HTTP Basic auth sends for this user: base64 of `user:password`."""
-    return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def initial_passwords(chosen: Mapping[str, str]) -> SystemPasswords:

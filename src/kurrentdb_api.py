@@ -266,7 +266,7 @@ class KurrentDBClient:
         self._auth: str | None = None
         self._secrets: tuple[str, ...] = ()
         if username is not None:
-            token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+            token = basic_token(username, password or "")
             self._auth, self._secrets = f"Basic {token}", (password or "", token)
         self._secrets += tuple(redact_also)
         self._ssl: ssl.SSLContext | None = None
@@ -396,6 +396,11 @@ class KurrentDBClient:
         elif error is KurrentDBAuthError:
             message += f" (user {self.username!r} was rejected or lacks the required group)"
         raise error(message, method=method, path=path, status=status)
+
+
+def basic_token(user: str, password: str) -> str:
+    """What HTTP Basic auth sends for this user: base64 of `user:password`."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
