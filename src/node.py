@@ -18,7 +18,7 @@ from config import CharmConfig
 from state import SystemPasswords
 from tls import KeyPair, NodeCertificate
 from workload import render
-from workload.kurrentdb import Applied, Change, DesiredFiles, KurrentDBWorkload, ServiceState
+from workload.kurrentdb import Applied, DesiredFiles, KurrentDBWorkload, ServiceState
 
 if TYPE_CHECKING:
     from kurrentdb_api import ClusterGossip, KurrentDBClient, NodeInfo
@@ -110,7 +110,8 @@ class Node:
             self._restart_pending = False
             return
         self.workload.ensure_data_ownership()
-        change = max(self.workload.apply_files(files), self.workload.apply_layer(layer))
+        files_pushed = self.workload.apply_files(files)
+        service_changed = self.workload.apply_layer(layer)
         keep_stop = dataclasses.replace(desired, last_stop=applied.last_stop)
         self._restart_pending = False
         if service == ServiceState.BACKOFF:
@@ -122,7 +123,7 @@ class Node:
             if may_start:
                 self._start_or_note_exit(self.workload.start)
                 self.workload.record_applied(keep_stop)
-        elif not applied.started and change == Change.NONE:
+        elif not applied.started and not files_pushed and not service_changed:
             # Started by a charm revision that kept no record, with the files it still
             # runs: they are what the process has.
             self.workload.record_applied(keep_stop)

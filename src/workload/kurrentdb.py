@@ -1,8 +1,8 @@
 """The Pebble side of the workload: files in the container, the layer, service control.
 
-`apply` pushes only what changed and reports what KurrentDB must do to pick it up: nothing,
-a configuration reload (log level, certificates) or a restart. The caller decides when to
-restart, so that a cluster can roll restarts one node at a time.
+`apply_files` and `apply_layer` push only what changed; what the running process needs to
+pick it up (nothing, a reload, a restart) the caller decides from the `Applied` record, so
+that a cluster can roll restarts one node at a time.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import ops
-import yaml
 
 from workload import paths
-from workload.render import RELOADABLE_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +31,6 @@ CONFIG_WATCH_DELAY: float = 1.0
 LOG_LEVEL_ATTEMPTS = 3
 LOG_LINES = 200
 _LOG_LEVEL_ADJUSTED = re.compile(r"The log level was adjusted to: (\w+)")
-
-
-class Change(enum.IntEnum):
-    """What the running KurrentDB needs for the files on disk to take effect."""
-
-    NONE = 0
-    RELOAD = 1
-    RESTART = 2
 
 
 class WorkloadUserMissingError(Exception):
@@ -113,7 +103,6 @@ class _File:
     path: str
     content: str
     permissions: int
-    change: Change
 
 
 class KurrentDBWorkload:
@@ -179,16 +168,12 @@ class KurrentDBWorkload:
         self.container.exec(["chown", "-R", f"{uid}:{gid}", paths.DATA_DIR]).wait()
         return True
 
-    def apply_files(self, desired: DesiredFiles) -> Change:
-        """Push the files that differ from what the container holds; say what that needs."""
-        needed = Change.NONE
+    def apply_files(self, desired: DesiredFiles) -> bool:
+        """Push the files that differ from what the container holds; whether any did."""
+        pushed = False
         for file in self._files(desired):
-            current = self._read(file.path)
-            if current == file.content:
+            if self._read(file.path) == file.content:
                 continue
-            change = file.change
-            if file.path == paths.CONFIG_FILE and current is not None:
-                change = _config_change(current, file.content)
             self.container.push(
                 file.path,
                 file.content,
@@ -198,11 +183,14 @@ class KurrentDBWorkload:
                 group=paths.WORKLOAD_GROUP,
             )
             logger.info("Updated %s", file.path)
-            needed = max(needed, change)
-        return needed
+            pushed = True
+        return pushed
 
-    def apply_layer(self, layer: Mapping[str, Any]) -> Change:
-        """Add the layer when it differs from the plan; a service change needs a restart."""
+    def apply_layer(self, layer: Mapping[str, Any]) -> bool:
+        """Add the layer when its service or check differs from the plan.
+
+        Returns whether the service itself changed (a check runs without a restart).
+        """
         plan: dict[str, Any] = dict(self.container.get_plan().to_dict())
         wanted: dict[str, Any] = dict(ops.pebble.Layer(dict(layer)).to_dict())  # type: ignore[arg-type]
         if all(
@@ -210,12 +198,10 @@ class KurrentDBWorkload:
             for section in ("services", "checks")
             for name, spec in wanted.get(section, {}).items()
         ):
-            return Change.NONE
+            return False
         self.container.add_layer(paths.SERVICE, dict(layer), combine=True)  # type: ignore[arg-type]
-        service_changed = plan.get("services", {}).get(paths.SERVICE) != wanted["services"].get(
-            paths.SERVICE
-        )
-        return Change.RESTART if service_changed else Change.NONE
+        services = plan.get("services", {})
+        return bool(services.get(paths.SERVICE) != wanted["services"].get(paths.SERVICE))
 
     def apply_log_targets(self, targets: Mapping[str, str], labels: Mapping[str, str]) -> bool:
         """Forward the service's output to these Loki push URLs; stop forwarding to others.
@@ -341,26 +327,12 @@ class KurrentDBWorkload:
 
     @staticmethod
     def _files(desired: DesiredFiles) -> tuple[_File, ...]:
-        # Certificates are reloadable, so they never force a restart.
         return (
-            _File(paths.CA_FILE, desired.ca_certificate, 0o644, Change.RELOAD),
-            _File(paths.NODE_CERT_FILE, desired.node_certificate, 0o644, Change.RELOAD),
-            _File(paths.NODE_KEY_FILE, desired.node_private_key, 0o600, Change.RELOAD),
-            _File(paths.CONFIG_FILE, desired.config, 0o640, Change.RESTART),
+            _File(paths.CA_FILE, desired.ca_certificate, 0o644),
+            _File(paths.NODE_CERT_FILE, desired.node_certificate, 0o644),
+            _File(paths.NODE_KEY_FILE, desired.node_private_key, 0o600),
+            _File(paths.CONFIG_FILE, desired.config, 0o640),
         )
-
-
-def _config_change(current: str, desired: str) -> Change:
-    """Restart unless the two config files differ only in options KurrentDB reloads."""
-    try:
-        old = yaml.safe_load(current) or {}
-        new = yaml.safe_load(desired) or {}
-    except yaml.YAMLError:
-        return Change.RESTART
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return Change.RESTART
-    strip = lambda options: {k: v for k, v in options.items() if k not in RELOADABLE_OPTIONS}  # noqa: E731
-    return Change.RELOAD if strip(old) == strip(new) else Change.RESTART
 
 
 def _lookup_id(database: str | None, name: str) -> int | None:

@@ -22,10 +22,9 @@ if TYPE_CHECKING:
 
 TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[2] / "templates"
 
-# Options KurrentDB applies on a configuration reload (SIGHUP); any other change needs a
-# restart (kurrentdb-contract.md §6.4).
-RELOADABLE_OPTIONS = frozenset({"LogLevel"})
-# The `kurrentdb_options` inputs behind those options.
+# The `kurrentdb_options` inputs behind the options KurrentDB applies on a configuration
+# reload (SIGHUP): `LogLevel`; certificates reload too. Any other change needs a restart
+# (ClusterVNode.cs, Handle(ReloadConfig)).
 RELOADABLE_INPUTS = frozenset({"log_level"})
 
 # Smaller caches for development environments, where many small deployments share nodes.
