@@ -1,0 +1,498 @@
+"""Content-addressed, incremental backups of a KurrentDB data directory; their download.
+
+`create_backup` walks `layout` in the documented order and cuts each file into blocks of
+`transfer.BLOCK_SIZE` bytes at fixed offsets. A block is stored under the sha256 of its
+bytes (`manifest.blob_key`), and only when the store does not hold it yet, whichever unit
+or backup stored it: completed chunks and PTables are uploaded once, and a backup after
+more records were appended uploads only the active chunk's new blocks and the small files
+that changed. Files are read with bounded memory (a few blocks in flight, whatever the
+dataset's size), blocks go up on a few threads, and the manifest is written last: a
+storage failure anywhere leaves a started marker and no manifest, which `list_backups`
+shows as incomplete and a restore never offers.
+
+`download_and_verify` writes a backup's files into a staging directory and checks every
+block's sha256 and size as it arrives, then every file's; the first mismatch or missing
+object stops it with the file's name, and nothing outside the staging directory is touched.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import hashlib
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backup import layout
+from backup.manifest import (
+    BACKUPS_PREFIX,
+    MANIFEST_LIMIT,
+    MARKER_LIMIT,
+    OWNER_KEY,
+    Block,
+    FileEntry,
+    Manifest,
+    ManifestError,
+    Owner,
+    SourceInfo,
+    Started,
+    backup_id_for,
+    format_time,
+    is_backup_id,
+    manifest_key,
+    parse_manifest,
+    parse_owner,
+    parse_started,
+    started_key,
+)
+from backup.store import ObjectStore, StorageError
+from backup.transfer import (
+    BLOCK_SIZE,
+    BlockError,
+    Progress,
+    ProgressLines,
+    Sleep,
+    fetch_block,
+    human,
+    put_block,
+    with_retries,
+)
+
+WORKERS = 4
+IN_FLIGHT = 6
+"""Blocks read ahead of the oldest one not yet stored: memory is about twice this many
+blocks (raw and compressed), 100 MB at 8 MiB blocks."""
+
+_ZEROS = bytes(BLOCK_SIZE)
+
+
+class PathOwnedError(Exception):
+    """The store's path holds another application's backups: this one may not write there."""
+
+
+class BackupNotFoundError(Exception):
+    """No complete backup with the requested id exists under the path."""
+
+
+class VerificationError(Exception):
+    """A downloaded file is not what the manifest says; ``path`` names it."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """What one backup did."""
+
+    backup_id: str
+    files: int
+    bytes_total: int
+    bytes_uploaded: int
+    seconds: float
+    writer_checkpoint: int
+    chaser_checkpoint: int
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    """One backup as `list_backups` shows it.
+
+    ``state`` is "complete" (a manifest), "incomplete" (started, no manifest) or
+    "unreadable" (its manifest or marker is malformed: ``reason`` says why).
+    """
+
+    backup_id: str
+    state: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    application: str | None = None
+    model: str | None = None
+    model_uuid: str | None = None
+    unit: str | None = None
+    kurrentdb_version: str | None = None
+    size: int | None = None
+    new_bytes: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What one download did."""
+
+    files: int
+    bytes_total: int
+    seconds: float
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+# -- ownership -----------------------------------------------------------------------------
+
+
+def read_owner(store: ObjectStore) -> Owner | None:
+    """The path's ownership marker, None when there is none; `ManifestError` when bad."""
+    if store.size_of(OWNER_KEY) is None:
+        return None
+    return parse_owner(store.get_bytes(OWNER_KEY, MARKER_LIMIT))
+
+
+def claim_path(store: ObjectStore, owner: Owner, sleep: Sleep = time.sleep) -> None:
+    """Make ``owner`` the path's writer, or refuse when another application owns it.
+
+    Reading and restoring another owner's backups stays allowed: only writing is refused.
+    """
+    try:
+        current = with_retries(lambda: read_owner(store), sleep)
+    except ManifestError as e:
+        raise PathOwnedError(f"the path's {OWNER_KEY} is not this charm's marker ({e})") from None
+    if current is None:
+        with_retries(lambda: store.put_bytes(OWNER_KEY, owner.to_json()), sleep)
+    elif (current.application, current.model_uuid) != (owner.application, owner.model_uuid):
+        raise PathOwnedError(
+            f"the path holds the backups of {current.describe()}; this application may "
+            "restore them but not write there: give it its own bucket or path"
+        )
+
+
+# -- backup --------------------------------------------------------------------------------
+
+
+@dataclass
+class _PendingFile:
+    """A file whose blocks are read and maybe not all stored yet."""
+
+    path: str
+    size: int = 0
+    sha256: str = ""
+    blocks: list[Future[tuple[Block, int]]] = field(default_factory=list)
+
+
+def _source_blocks(data_dir: Path, source: layout.SourceFile) -> Iterator[bytes]:
+    """The file's bytes as stored, block by block (see `layout.SourceFile`)."""
+    if source.content is not None:
+        for offset in range(0, len(source.content), BLOCK_SIZE):
+            yield source.content[offset : offset + BLOCK_SIZE]
+        return
+    produced = 0
+    with (data_dir / source.path).open("rb") as f:
+        while source.read_limit is None or produced < source.read_limit:
+            want = (
+                BLOCK_SIZE
+                if source.read_limit is None
+                else min(BLOCK_SIZE, source.read_limit - produced)
+            )
+            data = f.read(want)
+            if not data:
+                break
+            produced += len(data)
+            yield data
+    if source.read_limit is not None and produced < source.read_limit:
+        raise layout.BackupSourceError(f"{source.path} ended before the writer checkpoint")
+    # The active chunk's tail past the writer: zeros, aligned so later blocks stay the same.
+    while produced < source.size:
+        size = min(BLOCK_SIZE - produced % BLOCK_SIZE, source.size - produced)
+        produced += size
+        yield _ZEROS[:size]
+
+
+class _Uploader:
+    """Stores blocks on a few threads, keeping at most `IN_FLIGHT` of them in memory."""
+
+    def __init__(self, store: ObjectStore, sleep: Sleep, progress: ProgressLines):
+        self._store = store
+        self._sleep = sleep
+        self._progress = progress
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="backup")
+        self._in_flight: collections.deque[tuple[int, Future[tuple[Block, int]]]] = (
+            collections.deque()
+        )
+        self.uploaded = 0
+
+    def submit(self, data: bytes) -> Future[tuple[Block, int]]:
+        while len(self._in_flight) >= IN_FLIGHT:
+            self._settle(self._in_flight.popleft())
+        future = self._pool.submit(put_block, self._store, data, self._sleep)
+        self._in_flight.append((len(data), future))
+        return future
+
+    def _settle(self, item: tuple[int, Future[tuple[Block, int]]]) -> None:
+        size, future = item
+        _, uploaded = future.result()
+        self.uploaded += uploaded
+        self._progress.advance(size, uploaded)
+
+    def drain(self) -> None:
+        while self._in_flight:
+            self._settle(self._in_flight.popleft())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _estimate(data_dir: Path) -> int:
+    """Roughly what the backup reads, for progress lines."""
+    total = 0
+    for path in [*data_dir.glob("chunk-*"), *data_dir.glob("index/**/*")]:
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            continue
+    return total
+
+
+def create_backup(
+    store: ObjectStore,
+    data_dir: Path,
+    info: SourceInfo,
+    progress: Progress,
+    *,
+    now: Callable[[], datetime.datetime] = _utcnow,
+    sleep: Sleep = time.sleep,
+) -> BackupResult:
+    """Back up the node's data directory into ``store``; see the module docstring.
+
+    Raises `StorageError` (no manifest written), `PathOwnedError` or
+    `layout.BackupSourceError`.
+    """
+    clock = time.monotonic()
+    claim_path(store, Owner(info.application, info.model, info.model_uuid), sleep)
+    started = now()
+    backup_id = backup_id_for(started)
+    marker = Started(backup_id, info, format_time(started))
+    with_retries(lambda: store.put_bytes(started_key(backup_id), marker.to_json()), sleep)
+    lines = ProgressLines(progress, f"backup {backup_id}", _estimate(data_dir))
+    progress(f"backup {backup_id}: started")
+
+    walk = layout.BackupWalk(data_dir)
+    pending: dict[str, _PendingFile] = {}
+    uploader = _Uploader(store, sleep, lines)
+    try:
+        for source in walk.files():
+            read = _read_file(data_dir, source, uploader, walk)
+            if read is not None:
+                pending[source.path] = read
+        uploader.drain()
+    finally:
+        uploader.close()
+
+    files = tuple(
+        FileEntry(p.path, p.size, p.sha256, tuple(f.result()[0] for f in p.blocks))
+        for p in pending.values()
+        if p.path not in walk.superseded
+    )
+    manifest = Manifest(
+        backup_id=backup_id,
+        source=info,
+        started_at=marker.started_at,
+        finished_at=format_time(max(now(), started)),
+        writer_checkpoint=walk.checkpoints[layout.WRITER_CHECKPOINT],
+        chaser_checkpoint=walk.checkpoints[layout.CHASER_CHECKPOINT],
+        files=files,
+        bytes_total=sum(entry.size for entry in files),
+        bytes_uploaded=uploader.uploaded,
+    )
+    with_retries(lambda: store.put_bytes(manifest_key(backup_id), manifest.to_json()), sleep)
+    seconds = time.monotonic() - clock
+    progress(
+        f"backup {backup_id}: complete, {len(files)} files, {human(manifest.bytes_total)}, "
+        f"{human(manifest.bytes_uploaded)} uploaded in {seconds:.1f} s"
+    )
+    return BackupResult(
+        backup_id=backup_id,
+        files=len(files),
+        bytes_total=manifest.bytes_total,
+        bytes_uploaded=manifest.bytes_uploaded,
+        seconds=seconds,
+        writer_checkpoint=manifest.writer_checkpoint,
+        chaser_checkpoint=manifest.chaser_checkpoint,
+    )
+
+
+def _read_file(
+    data_dir: Path, source: layout.SourceFile, uploader: _Uploader, walk: layout.BackupWalk
+) -> _PendingFile | None:
+    """Read one file into the uploader; None when a file allowed to vanish had."""
+    pending = _PendingFile(source.path)
+    digest = hashlib.sha256()
+    try:
+        for data in _source_blocks(data_dir, source):
+            digest.update(data)
+            pending.size += len(data)
+            pending.blocks.append(uploader.submit(data))
+    except FileNotFoundError:
+        if not source.may_vanish or pending.blocks:
+            raise layout.BackupSourceError(f"{source.path} vanished while being read") from None
+        walk.vanished(source.path)
+        return None
+    pending.sha256 = digest.hexdigest()
+    return pending
+
+
+# -- listing -------------------------------------------------------------------------------
+
+
+def list_backups(store: ObjectStore) -> list[BackupSummary]:
+    """Every backup under the path, whoever wrote it, newest first."""
+    markers: dict[str, set[str]] = {}
+    for stored in store.list(BACKUPS_PREFIX):
+        parts = stored.key[len(BACKUPS_PREFIX) :].split("/")
+        if len(parts) == 2 and is_backup_id(parts[0]) and parts[1] in ("manifest.json", "started"):
+            markers.setdefault(parts[0], set()).add(parts[1])
+    return [
+        _summary(store, backup_id, markers[backup_id])
+        for backup_id in sorted(markers, reverse=True)
+    ]
+
+
+def _summary(store: ObjectStore, backup_id: str, names: set[str]) -> BackupSummary:
+    try:
+        if "manifest.json" in names:
+            manifest = parse_manifest(store.get_bytes(manifest_key(backup_id), MANIFEST_LIMIT))
+            if manifest.backup_id != backup_id:
+                raise ManifestError(f"the manifest is that of backup {manifest.backup_id}")
+            source = manifest.source
+            return BackupSummary(
+                backup_id=backup_id,
+                state="complete",
+                started_at=manifest.started_at,
+                finished_at=manifest.finished_at,
+                application=source.application,
+                model=source.model,
+                model_uuid=source.model_uuid,
+                unit=source.unit,
+                kurrentdb_version=source.kurrentdb_version,
+                size=manifest.bytes_total,
+                new_bytes=manifest.bytes_uploaded,
+            )
+        started = parse_started(store.get_bytes(started_key(backup_id), MARKER_LIMIT))
+        return BackupSummary(
+            backup_id=backup_id,
+            state="incomplete",
+            started_at=started.started_at,
+            application=started.source.application,
+            model=started.source.model,
+            model_uuid=started.source.model_uuid,
+            unit=started.source.unit,
+            kurrentdb_version=started.source.kurrentdb_version,
+        )
+    except ManifestError as e:
+        return BackupSummary(backup_id=backup_id, state="unreadable", reason=str(e))
+    except StorageError as e:
+        return BackupSummary(
+            backup_id=backup_id, state="unreadable", reason=f"storage error {e.code}"
+        )
+
+
+def load_manifest(store: ObjectStore, backup_id: str) -> Manifest:
+    """The manifest of the complete backup ``backup_id``.
+
+    Raises `BackupNotFoundError` when there is none, `ManifestError` when it is malformed.
+    """
+    if not is_backup_id(backup_id):
+        raise BackupNotFoundError("a backup id looks like 20261231T235959Z-0a1b2c")
+    key = manifest_key(backup_id)
+    if store.size_of(key) is None:
+        raise BackupNotFoundError(f"no complete backup {backup_id} under this path")
+    manifest = parse_manifest(store.get_bytes(key, MANIFEST_LIMIT))
+    if manifest.backup_id != backup_id:
+        raise ManifestError(f"the manifest of {backup_id} names backup {manifest.backup_id}")
+    return manifest
+
+
+# -- download and verify -------------------------------------------------------------------
+
+
+def download_and_verify(
+    store: ObjectStore,
+    manifest: Manifest,
+    staging_dir: Path,
+    progress: Progress,
+    *,
+    sleep: Sleep = time.sleep,
+) -> DownloadResult:
+    """Write every file of ``manifest`` under ``staging_dir``, each checked as it arrives.
+
+    ``staging_dir`` must be absent or empty. On any failure it is removed again and
+    `VerificationError` names the first bad file (a `StorageError` that is not about one
+    object, such as lost credentials, is raised as it is).
+    """
+    clock = time.monotonic()
+    if staging_dir.exists() and any(staging_dir.iterdir()):
+        raise VerificationError(str(staging_dir), "the staging directory is not empty")
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    lines = ProgressLines(progress, f"download {manifest.backup_id}", manifest.bytes_total)
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="restore")
+    try:
+        for entry in manifest.files:
+            _download_file(store, entry, staging_dir, pool, lines, sleep)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        raise
+    pool.shutdown(wait=True)
+    seconds = time.monotonic() - clock
+    progress(
+        f"download {manifest.backup_id}: {len(manifest.files)} files verified, "
+        f"{human(manifest.bytes_total)} in {seconds:.1f} s"
+    )
+    return DownloadResult(len(manifest.files), manifest.bytes_total, seconds)
+
+
+_MISSING_CODES = {"NoSuchKey", "NotFound", "404", "BlobNotFound", "ResourceNotFound"}
+
+
+def _download_file(
+    store: ObjectStore,
+    entry: FileEntry,
+    staging_dir: Path,
+    pool: ThreadPoolExecutor,
+    lines: ProgressLines,
+    sleep: Sleep,
+) -> None:
+    target = staging_dir.joinpath(*entry.path.split("/"))
+    if staging_dir.resolve() not in target.resolve().parents:
+        raise VerificationError(entry.path, "the path leaves the staging directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    in_flight: collections.deque[tuple[Block, Future[bytes]]] = collections.deque()
+    blocks = iter(entry.blocks)
+    with target.open("wb") as f:
+        while True:
+            while len(in_flight) < IN_FLIGHT:
+                block = next(blocks, None)
+                if block is None:
+                    break
+                in_flight.append((block, pool.submit(fetch_block, store, block, sleep)))
+            if not in_flight:
+                break
+            block, future = in_flight.popleft()
+            try:
+                data = future.result()
+            except BlockError as e:
+                raise VerificationError(entry.path, str(e)) from None
+            except StorageError as e:
+                if e.code in _MISSING_CODES:
+                    raise VerificationError(entry.path, f"object {block.key} is missing") from None
+                if e.code == "TooLarge" or not e.transient:
+                    raise VerificationError(
+                        entry.path, f"object {block.key} could not be read ({e.code})"
+                    ) from None
+                raise
+            digest.update(data)
+            if data == _ZEROS[: len(data)]:
+                f.seek(len(data), 1)  # leave zeros sparse, as the preallocated chunk was
+            else:
+                f.write(data)
+            lines.advance(len(data))
+        f.truncate(entry.size)
+    if digest.hexdigest() != entry.sha256:
+        raise VerificationError(entry.path, "the file does not match its sha256")

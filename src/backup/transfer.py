@@ -1,0 +1,181 @@
+"""Moving blocks to and from a store: encoding, retries, bounded buffers, progress lines.
+
+A block is at most `BLOCK_SIZE` bytes of one file. It is compressed only when that pays,
+decided from a sample so that incompressible data (most chunk payloads) costs one small
+trial instead of a full zlib pass (level 1 runs at about 27 MB/s on random bytes here, far
+below the network; on zeros at about 400 MB/s). The active chunk's preallocated tail is all
+zeros and shrinks to a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import zlib
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar, cast
+
+from backup.manifest import Block, blob_key
+from backup.store import ObjectStore, StorageError
+
+BLOCK_SIZE = 8 << 20
+"""Small enough that appending to the active chunk re-uploads little, large enough that a
+request's overhead is small next to its transfer; the same as boto3's multipart part."""
+
+ATTEMPTS = 4
+_BACKOFF_SECONDS = 0.5
+_SAMPLE_PIECES = 4
+_SAMPLE_PIECE = 16 << 10
+_WORTH_COMPRESSING = 0.8  # the sample must shrink to 80% or less
+
+T = TypeVar("T")
+Progress = Callable[[str], None]
+Sleep = Callable[[float], None]
+
+
+def with_retries(operation: Callable[[], T], sleep: Sleep = time.sleep) -> T:
+    """Run ``operation``; retry a transient `StorageError` up to `ATTEMPTS` times in all."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return operation()
+        except StorageError as e:
+            if not e.transient or attempt == ATTEMPTS:
+                raise
+            sleep(_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def choose_compression(data: bytes | memoryview) -> str:
+    """'zlib' when a sample of ``data`` shrinks enough at level 1, else 'none'."""
+    if len(data) <= _SAMPLE_PIECES * _SAMPLE_PIECE:
+        sample = bytes(data)
+    else:
+        stride = (len(data) - _SAMPLE_PIECE) // (_SAMPLE_PIECES - 1)
+        sample = b"".join(
+            data[n * stride : n * stride + _SAMPLE_PIECE] for n in range(_SAMPLE_PIECES)
+        )
+    if not sample:
+        return "none"
+    return "zlib" if len(zlib.compress(sample, 1)) <= len(sample) * _WORTH_COMPRESSING else "none"
+
+
+def encode_block(data: bytes | memoryview) -> tuple[Block, bytes | memoryview]:
+    """The block ``data`` becomes, and the bytes to store for it."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    compression = choose_compression(data)
+    payload: bytes | memoryview = data
+    if compression == "zlib":
+        payload = zlib.compress(data, 1)
+        if len(payload) >= len(data):
+            compression, payload = "none", data
+    return Block(sha256=sha256, size=len(data), compression=compression), payload
+
+
+def put_block(
+    store: ObjectStore, data: bytes | memoryview, sleep: Sleep = time.sleep
+) -> tuple[Block, int]:
+    """Store ``data`` as a block unless the store already has it; the bytes uploaded."""
+    block, payload = encode_block(data)
+    key = blob_key(block.sha256, block.compression)
+    if with_retries(lambda: store.size_of(key), sleep) == len(payload):
+        return block, 0
+    with_retries(lambda: store.upload(key, io.BytesIO(payload)), sleep)
+    return block, len(payload)
+
+
+class BoundedSink(io.RawIOBase):
+    """Collects at most ``limit`` bytes, then only notes that more came.
+
+    An oversized object so cannot fill memory; it never raises, since a backend may pass
+    on what a sink raises as something else.
+    """
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self._buffer = bytearray()
+        self._limit = limit
+        self.overflowed = False
+
+    def writable(self) -> bool:
+        """A sink is written to."""
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        """Take ``data``, or only note it when it would pass the limit."""
+        if len(self._buffer) + len(data) > self._limit:
+            self.overflowed = True
+        else:
+            self._buffer += data
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        """What was collected."""
+        return bytes(self._buffer)
+
+
+class BlockError(Exception):
+    """A stored block is not what the manifest says; the message says how."""
+
+
+def fetch_block(store: ObjectStore, block: Block, sleep: Sleep = time.sleep) -> bytes:
+    """A block's original bytes, checked against its size and sha256."""
+
+    def download() -> BoundedSink:
+        sink = BoundedSink(block.size)
+        store.download(block.key, cast(BinaryIO, sink))
+        return sink
+
+    sink = with_retries(download, sleep)
+    if sink.overflowed:
+        raise BlockError(f"object {block.key} is larger than the block it holds")
+    payload = sink.getvalue()
+    if block.compression == "zlib":
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(payload, block.size + 1)
+        except zlib.error:
+            raise BlockError(f"object {block.key} is not valid zlib data") from None
+        if not inflater.eof or inflater.unconsumed_tail:
+            raise BlockError(f"object {block.key} does not inflate to {block.size} bytes")
+    else:
+        data = payload
+    if len(data) != block.size:
+        raise BlockError(f"object {block.key} holds {len(data)} bytes, not {block.size}")
+    if hashlib.sha256(data).hexdigest() != block.sha256:
+        raise BlockError(f"object {block.key} does not match its sha256")
+    return data
+
+
+def human(size: float) -> str:
+    """A byte count for people: 1.5 GiB, 12.0 MiB, 512 B."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+class ProgressLines:
+    """One line each time another ``step`` percent of ``total`` bytes is done, no more."""
+
+    def __init__(self, emit: Progress, verb: str, total: int, step: int = 5):
+        self._emit = emit
+        self._verb = verb
+        self._total = max(total, 1)
+        self._step = step
+        self._done = 0
+        self._extra = 0
+        self._reported = 0
+
+    def advance(self, size: int, extra: int = 0) -> None:
+        """``size`` more bytes done (``extra``: more new bytes uploaded, for the line)."""
+        self._done += size
+        self._extra += extra
+        percent = min(99, self._done * 100 // self._total)
+        if percent >= self._reported + self._step:
+            self._reported = percent - percent % self._step
+            line = f"{self._verb}: {self._reported}% ({human(self._done)} of {human(self._total)})"
+            if self._extra:
+                line += f", {human(self._extra)} uploaded"
+            self._emit(line)
