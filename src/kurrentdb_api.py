@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import re
 import socket
 import ssl
 import urllib.parse
@@ -146,6 +147,103 @@ class User:
     full_name: str
     groups: tuple[str, ...]
     disabled: bool
+
+
+@dataclass(frozen=True)
+class LastScavenge:
+    """`GET /admin/scavenge/last`: the node's latest scavenge since it started.
+
+    `result` is Unknown (none yet), InProgress, Success, Stopped or Errored
+    (`ClientMessage.ScavengeDatabaseGetLastResponse.ScavengeResult`); `scavenge_id` is
+    None while no scavenge ran (the server sends the empty GUID then).
+    """
+
+    scavenge_id: str | None
+    result: str
+
+
+@dataclass(frozen=True)
+class AutoScavengeStatus:
+    """`GET /auto-scavenge/status`: the cluster's auto-scavenge process, as its leader runs it.
+
+    `state` is NotConfigured, Waiting, InProgress, Pausing or Paused
+    (`src/KurrentDB.AutoScavenge/Domain/AutoScavengeStatusResponse.cs`); `schedule` the
+    CRON expression, None until configured; `seconds_until_next_cycle` None when there is
+    no next cycle, 0 while one runs.
+    """
+
+    state: str
+    schedule: str | None
+    seconds_until_next_cycle: float | None
+
+    @property
+    def paused(self) -> bool:
+        """Paused: no node scavenge runs and none will start until resumed."""
+        return self.state == "Paused"
+
+
+# The scavenge states a node reports (ScavengeDatabaseGetLastResponse.ScavengeResult), and
+# the auto-scavenge process's (AutoScavengeStatusResponse.Status), both sent as names.
+SCAVENGE_RESULTS = ("Unknown", "InProgress", "Success", "Stopped", "Errored")
+AUTO_SCAVENGE_STATES = ("NotConfigured", "Waiting", "InProgress", "Pausing", "Paused")
+# Scavenge ids are `Guid.NewGuid().ToString()` (TFChunkScavengerLogManager.cs l.44-45).
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
+# A .NET TimeSpan as System.Text.Json writes it: [-][d.]hh:mm:ss[.fffffff].
+_TIMESPAN = re.compile(r"(-)?(?:(\d{1,8})\.)?(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?")
+
+
+def _scavenge_id(value: Any, key: str) -> str | None:
+    """A scavenge id (a GUID), or None for the empty string or the empty GUID."""
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, not {type(value).__name__}")
+    if value in ("", _EMPTY_GUID):
+        return None
+    if not _GUID.fullmatch(value):
+        raise ValueError(f"{key} is not a scavenge id")
+    return value.lower()
+
+
+def _current_scavenge(body: Any) -> str | None:
+    return _scavenge_id(body["scavengeId"], "scavengeId")
+
+
+def _last_scavenge(body: Any) -> LastScavenge:
+    result = _text(body, "scavengeResult")
+    if result not in SCAVENGE_RESULTS:
+        raise ValueError("scavengeResult is not one KurrentDB sends")
+    return LastScavenge(_scavenge_id(body["scavengeId"], "scavengeId"), result)
+
+
+def _stopped_scavenge(body: Any) -> str | None:
+    """`DELETE /admin/scavenge/{id}` answers with the stopped id as a JSON string."""
+    return _scavenge_id(body, "the stopped scavenge id")
+
+
+def _auto_scavenge_enabled(body: Any) -> bool:
+    return _bool(body, "enabled")
+
+
+def _auto_scavenge_status(body: Any) -> AutoScavengeStatus:
+    state = _text(body, "state")
+    if state not in AUTO_SCAVENGE_STATES:
+        raise ValueError("state is not one the auto-scavenge process sends")
+    until = _optional_text(body, "timeUntilNextCycle")
+    return AutoScavengeStatus(
+        state, _optional_text(body, "schedule"), None if until is None else _seconds(until)
+    )
+
+
+def _seconds(timespan: str) -> float:
+    match = _TIMESPAN.fullmatch(timespan)
+    if not match:
+        raise ValueError("timeUntilNextCycle is not a TimeSpan")
+    sign, days, hours, minutes, seconds, fraction = match.groups()
+    if int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59:
+        raise ValueError("timeUntilNextCycle is not a TimeSpan")
+    total = float(int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds))
+    total += int((fraction or "0").ljust(7, "0")) / 10**7
+    return -total if sign else total
 
 
 def _node_info(body: Any) -> NodeInfo:
@@ -328,24 +426,104 @@ class KurrentDBClient:
         """Ask the node process to exit."""
         self._request("POST", "/admin/shutdown")
 
+    # -- scavenges (a backup never copies files while one runs: backup.md) -----------------
+    # AdminController.cs registers these (v26.1.0, l.55-66); the storage scavenger allows
+    # them to $admins and $ops only (StorageScavenger.cs l.203-210, and the default policy,
+    # LegacyPolicySelectorFactory.cs l.95-97), others get 401. A node with DisableAdminUi
+    # has none of them (KurrentDBNotFound).
+
+    def current_scavenge(self) -> str | None:
+        """The id of the scavenge running on this node, or None.
+
+        `GET /admin/scavenge/current` answers `{"scavengeId": "", "scavengeLink": ""}`
+        with both filled only while one is in progress (AdminController.cs l.261-286).
+        """
+        return self._get("/admin/scavenge/current", _current_scavenge)
+
+    def last_scavenge(self) -> LastScavenge:
+        """This node's latest scavenge and how it ended (`GET /admin/scavenge/last`)."""
+        return self._get("/admin/scavenge/last", _last_scavenge)
+
+    def stop_scavenge(self, scavenge_id: str = "current", *, timeout: float = 60.0) -> str | None:
+        """Stop a scavenge (by id, or whichever runs); return its id, or None if none ran.
+
+        The server answers only once the scavenge has stopped (StorageScavenger.cs
+        l.97-114: the reply follows the scavenge task), hence the longer `timeout`; 404
+        "Scavenge Id does not exist" when that scavenge is not the running one. A node
+        still initialising never answers (ClusterVNodeController.cs l.138-139 ignore the
+        request): KurrentDBUnreachable with reason "timeout".
+        """
+        path = f"/admin/scavenge/{_quote(scavenge_id)}"
+        try:
+            return self._call("DELETE", path, _stopped_scavenge, timeout=timeout, scalar=True)
+        except KurrentDBNotFound:
+            return None
+
+    # -- auto-scavenge: a licensed plugin, cluster-wide, run by the leader ---------------------
+    # src/KurrentDB.AutoScavenge/AutoScavengePlugin.cs l.116-131: `enabled` and `status`
+    # need an authenticated user, `pause` and `resume` $admins or $ops. Without a licence
+    # the plugin is disabled: `enabled` says false and the others answer 503. On a
+    # follower, requests are proxied to the leader (ProxyAutoScavengeClient.cs), which
+    # answers 202 for pause and resume whatever the leader did.
+
+    def auto_scavenge_enabled(self) -> bool:
+        """Whether auto-scavenge runs in this cluster (False where the plugin is absent)."""
+        try:
+            return self._get("/auto-scavenge/enabled", _auto_scavenge_enabled)
+        except KurrentDBNotFound:
+            return False
+
+    def auto_scavenge_status(self) -> AutoScavengeStatus:
+        """The auto-scavenge process's state (`GET /auto-scavenge/status`)."""
+        return self._get("/auto-scavenge/status", _auto_scavenge_status)
+
+    def pause_auto_scavenge(self) -> bool:
+        """Pause auto-scavenge; True once paused, False while still pausing.
+
+        200: paused, no node scavenge runs; 202: no new node scavenge starts, but one
+        that runs is still being stopped (AutoScavengeProcessManager.cs l.458-487; the
+        docs' operations/auto-scavenge.md): poll `auto_scavenge_status` until `paused`.
+        """
+        return self._request("POST", "/auto-scavenge/pause")[0] == 200
+
+    def resume_auto_scavenge(self) -> None:
+        """Resume a paused auto-scavenge; a no-op when it was not paused.
+
+        KurrentDBAPIError (400) while it is still pausing
+        (AutoScavengeProcessManager.cs l.492-516).
+        """
+        self._request("POST", "/auto-scavenge/resume")
+
     def _get(self, path: str, parse: Callable[[Any], _T]) -> _T:
-        status, raw = self._request("GET", path)
+        return self._call("GET", path, parse)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Any], _T],
+        *,
+        timeout: float | None = None,
+        scalar: bool = False,
+    ) -> _T:
+        """Send one request and parse its JSON answer: an object, or any JSON if `scalar`."""
+        status, raw = self._request(method, path, timeout=timeout)
         # A proxy's HTML page or some other server: say so here rather than fail later.
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses
-            message = f"GET {path}: HTTP {status} with a body that is not JSON (or too deep)"
-            raise KurrentDBAPIError(message, method="GET", path=path, status=status) from None
+            message = f"{method} {path}: HTTP {status} with a body that is not JSON (or too deep)"
+            raise KurrentDBAPIError(message, method=method, path=path, status=status) from None
         try:
-            if not isinstance(body, dict):
+            if not scalar and not isinstance(body, dict):
                 raise TypeError(f"the body is a {type(body).__name__}, not an object")
             return parse(body)
         except (
             KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError,
             RecursionError,
         ) as e:  # fmt: skip
-            message = f"GET {path}: HTTP {status} with JSON of an unexpected shape ({e})"
-            raise KurrentDBAPIError(message, method="GET", path=path, status=status) from None
+            message = f"{method} {path}: HTTP {status} with JSON of an unexpected shape ({e})"
+            raise KurrentDBAPIError(message, method=method, path=path, status=status) from None
 
     def _request(
         self,
@@ -355,8 +533,10 @@ class KurrentDBClient:
         body: Any = None,
         ok: tuple[int, ...] = (),
         secrets: tuple[str, ...] = (),
+        timeout: float | None = None,
     ) -> tuple[int, bytes]:
         """Send one request; return (status, body) on 2xx or a status in `ok`, else raise."""
+        timeout = self.timeout if timeout is None else timeout
         headers = {"Accept": "application/json"}
         if self._auth:
             headers["Authorization"] = self._auth
@@ -364,18 +544,16 @@ class KurrentDBClient:
         if body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
         conn = (
-            http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.timeout, context=self._ssl
-            )
+            http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
             if self._ssl
-            else http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            else http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         )
         try:
             conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             status, raw = response.status, response.read(MAX_BODY_BYTES + 1)
         except (OSError, http.client.HTTPException) as e:
-            reason, why = _why_unreachable(e, self.timeout)
+            reason, why = _why_unreachable(e, timeout)
             message = f"{method} {path} on {self._host}:{self._port}: {why}"
             raise KurrentDBUnreachable(message, reason=reason, method=method, path=path) from e
         finally:

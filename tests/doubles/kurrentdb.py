@@ -10,6 +10,9 @@ What it answers comes from plain mutable state that tests drive:
 - `double.users` (`FakeUser` by login), `double.members` (gossip `members[]` dicts, or None for
   "just this node"), `double.fail_with` / `double.delay` / `double.down()` for faults.
 - `double.requests` records every request; `resign_count`, `reload_count`, `shutdown_count`.
+- Scavenges: `double.start_scavenge()` starts one on the node (`scavenge_id`, `last_scavenge_*`);
+  `double.auto_scavenge` (`FakeAutoScavenge`) is the cluster's licensed auto-scavenge process,
+  disabled (no licence) by default.
 
 Usage::
 
@@ -153,6 +156,90 @@ class FakeUser:
         }
 
 
+# AutoScavengeStatus (the process's own states) -> what /auto-scavenge/status reports
+# (src/KurrentDB.AutoScavenge/Domain/AutoScavengeProcessManager.cs l.548-568).
+AUTO_SCAVENGE_REPORTED = {
+    "NotConfigured": "NotConfigured",
+    "Waiting": "Waiting",
+    "ContinuingClusterScavenge": "InProgress",
+    "StartingNodeScavenge": "InProgress",
+    "MonitoringNodeScavenge": "InProgress",
+    "Pausing": "Pausing",
+    "PausedWhileIdle": "Paused",
+    "PausedWhileScavengingCluster": "Paused",
+}
+
+
+@dataclass
+class FakeAutoScavenge:
+    """The cluster's auto-scavenge process, as the leader runs it (AutoScavengeProcessManager.cs).
+
+    `enabled` False is the plugin without a licence (or with `AutoScavenge: Enabled: false`):
+    `/auto-scavenge/enabled` says so and the other endpoints answer 503. `status` is the
+    process's own state (a key of AUTO_SCAVENGE_REPORTED); a pause requested while a node
+    scavenge runs stays Pausing for `pausing_polls` status reads, then that scavenge stops.
+    """
+
+    enabled: bool = False
+    status: str = "NotConfigured"
+    schedule: str | None = None
+    next_cycle: str = "1.13:14:32.6299115"  # the docs' sample TimeSpan
+    pausing_polls: int = 1
+    _polls: int = 0
+
+    @property
+    def cluster_scavenge_running(self) -> bool:
+        """A cluster scavenge started and is not finished (paused or not)."""
+        return self.status in (
+            "ContinuingClusterScavenge", "StartingNodeScavenge", "MonitoringNodeScavenge",
+            "Pausing", "PausedWhileScavengingCluster",
+        )  # fmt: skip
+
+    def status_json(self) -> dict[str, Any]:
+        """`AutoScavengeStatusResponse` in camelCase (AutoScavengePlugin.cs l.31-38)."""
+        reported = AUTO_SCAVENGE_REPORTED[self.status]
+        if reported in ("InProgress", "Pausing") or self.status == "PausedWhileScavengingCluster":
+            until: str | None = "00:00:00"  # a cycle is happening right now
+        else:
+            until = None if self.schedule is None else self.next_cycle
+        return {"state": reported, "schedule": self.schedule, "timeUntilNextCycle": until}
+
+    def pause(self) -> int:
+        """PauseProcess (l.458-487): 200 when paused, 202 while a node scavenge stops."""
+        if self.status in ("StartingNodeScavenge", "MonitoringNodeScavenge"):
+            self.status, self._polls = "Pausing", 0
+        elif self.status != "Pausing" and not self.status.startswith("Paused"):
+            self._paused()
+        return 202 if self.status == "Pausing" else 200
+
+    def resume(self) -> str | None:
+        """ResumeProcess (l.492-516): the reason it is refused, or None."""
+        if self.status == "Pausing":
+            return "Auto scavenge process is currently pausing"
+        if self.status.startswith("Paused"):  # AutoScavengeState.Handle(Resumed)
+            scavenging = self.status == "PausedWhileScavengingCluster"
+            configured = self.schedule is not None
+            self.status = (
+                "ContinuingClusterScavenge" if scavenging
+                else "Waiting" if configured else "NotConfigured"
+            )  # fmt: skip
+        return None
+
+    def poll(self) -> bool:
+        """One status read; True when a pausing process has just stopped its node scavenge."""
+        if self.status != "Pausing":
+            return False
+        self._polls += 1
+        if self._polls < self.pausing_polls:
+            return False
+        self._paused()
+        return True
+
+    def _paused(self) -> None:  # AutoScavengeState.Handle(Paused)
+        scavenging = self.cluster_scavenge_running
+        self.status = "PausedWhileScavengingCluster" if scavenging else "PausedWhileIdle"
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as the double saw it; `user` is the authenticated login or None."""
@@ -173,6 +260,8 @@ class Response:
     body: Any = None  # dict/list → JSON, str → text, None → empty
     headers: dict[str, str] = field(default_factory=dict)
     after: Callable[[], None] | None = None
+    json_body: bool = False  # send `body` as JSON whatever its type (a JSON string answer)
+    never_answer: bool = False  # keep the connection open without answering, then close it
 
 
 # Who may call what (contract §4, default policy). "ops" means $admins or $ops.
@@ -188,6 +277,14 @@ ROUTES: list[tuple[str, str, str, str]] = [  # method, path regex, policy, handl
     ("POST", r"/admin/reloadconfig", OPS, "_reload"),
     ("POST", r"/admin/node/resign", OPS, "_resign"),
     ("POST", r"/admin/node/priority/(?P<priority>[^/]+)", OPS, "_priority"),
+    ("GET", r"/admin/scavenge/current", OPS, "_current_scavenge"),
+    ("GET", r"/admin/scavenge/last", OPS, "_last_scavenge"),
+    ("DELETE", r"/admin/scavenge/(?P<scavenge_id>[^/]+)", OPS, "_stop_scavenge"),
+    # ASP.NET endpoints of the AutoScavenge plugin (AutoScavengePlugin.cs l.119-130).
+    ("GET", r"/auto-scavenge/enabled", AUTHENTICATED, "_auto_scavenge_enabled"),
+    ("GET", r"/auto-scavenge/status", AUTHENTICATED, "_auto_scavenge_status"),
+    ("POST", r"/auto-scavenge/pause", OPS, "_pause_auto_scavenge"),
+    ("POST", r"/auto-scavenge/resume", OPS, "_resume_auto_scavenge"),
     ("GET", r"/users/?", ADMINS, "_list_users"),
     ("GET", r"/users/\$current", AUTHENTICATED, "_current_user"),
     ("GET", rf"/users/{_LOGIN}", ADMINS_OR_SELF, "_get_user"),
@@ -237,6 +334,11 @@ class KurrentDBDouble:
         self.exit_on_shutdown = True  # /admin/shutdown takes the double down, like the process
         self.requests: list[RecordedRequest] = []
         self.resign_count = self.reload_count = self.shutdown_count = 0
+        # The node's scavenge (StorageScavenger.cs): the running one's id, and the last one.
+        self.scavenge_id: str | None = None
+        self.last_scavenge_id: str | None = None
+        self.last_scavenge_result = "Unknown"
+        self.auto_scavenge = FakeAutoScavenge()
         self.errors: list[BaseException] = []  # swallowed handler errors (TLS rejects, hang-ups)
         ca = ca or _default_ca()
         self.ca_pem = ca.certificate
@@ -300,6 +402,12 @@ class KurrentDBDouble:
         user = FakeUser(login, password, list(groups or []), full_name)
         self.users[login] = user
         return user
+
+    def start_scavenge(self) -> str:
+        """A scavenge starts on this node (as POST /admin/scavenge would); its id."""
+        self.scavenge_id = self.last_scavenge_id = str(uuid.uuid4())
+        self.last_scavenge_result = "InProgress"
+        return self.scavenge_id
 
     def gossip_members(self) -> list[dict[str, Any]]:
         """The `members` array; override or set `members` to simulate a cluster."""
@@ -389,7 +497,10 @@ class KurrentDBDouble:
             if match and verb == method:
                 params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
                 if not _allowed(policy, user, params.get("login")):
-                    return user, Response(401, "Unauthorized")
+                    # ASP.NET endpoints forbid a known user (403); the legacy HTTP
+                    # controllers answer 401 to everyone (AuthorizationMiddleware.cs l.22).
+                    aspnet = user is not None and path.startswith("/auto-scavenge/")
+                    return user, Response(403 if aspnet else 401, "Unauthorized")
                 return user, getattr(self, name)(body=body, user=user, **params)
         return user, Response(404)
 
@@ -442,6 +553,72 @@ class KurrentDBDouble:
         except ValueError:
             return Response(400, "Invalid priority")
         return Response(200, "OK")
+
+    def _current_scavenge(self, **_: Any) -> Response:
+        # ScavengeGetCurrentResultDto: empty strings unless one runs (AdminController.cs l.261-286).
+        running = self.scavenge_id
+        link = "" if running is None else f"/admin/scavenge/{running}"
+        return Response(200, {"scavengeId": running or "", "scavengeLink": link})
+
+    def _last_scavenge(self, **_: Any) -> Response:
+        # ScavengeGetLastResultDto: the empty GUID before any scavenge (l.288-310).
+        last = self.last_scavenge_id
+        return Response(
+            200,
+            {
+                "scavengeId": last or str(uuid.UUID(int=0)),
+                "scavengeLink": "" if last is None else f"/admin/scavenge/{last}",
+                "scavengeResult": self.last_scavenge_result,
+            },
+        )
+
+    def _stop_scavenge(self, scavenge_id: str, **_: Any) -> Response:
+        # StorageScavenger.Handle(StopDatabaseScavenge), l.97-114; a node that is still
+        # Initializing drops the request unanswered (ClusterVNodeController.cs l.138-139).
+        if self.node.state == "Initializing":
+            return Response(0, never_answer=True)
+        running = self.scavenge_id
+        if running is None or scavenge_id not in (running, "current"):
+            return Response(404, "Scavenge Id does not exist")
+        self.scavenge_id, self.last_scavenge_result = None, "Stopped"
+        return Response(200, running, json_body=True)
+
+    def _auto_scavenge_enabled(self, **_: Any) -> Response:
+        return Response(200, {"enabled": self.auto_scavenge.enabled})
+
+    def _auto_scavenge(self, command: Callable[[], Response]) -> Response:
+        """ExecuteCommand (AutoScavengePlugin.cs l.182-213): 503 while disabled."""
+        if not self.auto_scavenge.enabled:
+            return Response(503, _problem(503, "AutoScavenge is not enabled"))
+        return command()
+
+    def _auto_scavenge_status(self, **_: Any) -> Response:
+        def status() -> Response:
+            if self.auto_scavenge.poll() and self.scavenge_id is not None:
+                self._stop_scavenge(scavenge_id="current")  # what pausing was waiting for
+            return Response(200, self.auto_scavenge.status_json())
+
+        return self._auto_scavenge(status)
+
+    def _pause_auto_scavenge(self, **_: Any) -> Response:
+        def pause() -> Response:
+            status = self.auto_scavenge.pause()
+            # A follower proxies to the leader and answers 202 whatever it said
+            # (ProxyAutoScavengeClient.cs, `Response.Accepted()`).
+            if status == 202 or self.node.state != "Leader":
+                return Response(202)
+            return Response(200, {})  # Results.Json(Unit): an empty object
+
+        return self._auto_scavenge(pause)
+
+    def _resume_auto_scavenge(self, **_: Any) -> Response:
+        def resume() -> Response:
+            refused = self.auto_scavenge.resume()
+            if refused is not None:
+                return Response(400, refused, json_body=True)  # Results.BadRequest(string)
+            return Response(202) if self.node.state != "Leader" else Response(200, {})
+
+        return self._auto_scavenge(resume)
 
     def _list_users(self, **_: Any) -> Response:
         data = [u.json(self.url) for u in self.users.values()]
@@ -527,6 +704,17 @@ def _result(error: str, login: str | None = None) -> dict[str, Any]:
     return envelope if login is None else {"loginName": login, **envelope}
 
 
+def _problem(status: int, detail: str) -> dict[str, Any]:
+    """ASP.NET's `Results.Problem` body (RFC 9457 problem details)."""
+    titles = {500: "An error occurred while processing your request.", 503: "Service Unavailable"}
+    return {
+        "type": f"https://tools.ietf.org/html/rfc9110#section-15.6.{4 if status == 503 else 1}",
+        "title": titles.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+
+
 def _allowed(policy: str, user: FakeUser | None, login: str | None) -> bool:
     if policy == ANONYMOUS:
         return True
@@ -587,7 +775,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         response = self.server.double.handle(self.command, self.path, headers, raw)
-        if isinstance(response.body, (dict, list)):
+        if response.never_answer:
+            self.server.double._stopping.wait(self.timeout)
+            self.close_connection = True
+            return
+        if response.json_body or isinstance(response.body, (dict, list)):
             payload, content_type = json.dumps(response.body).encode(), "application/json"
         elif response.body is None:
             payload, content_type = b"", "text/plain"
