@@ -328,7 +328,9 @@ class KurrentDBCharm(ops.CharmBase):
         pending = self.node.restart_pending
         if pending is None:  # configure did not run in this hook: as last reported
             pending = report.restart_wanted
-        waiting = unit_waiting_status(self.unit.name, plan, report, pending)
+        waiting = unit_waiting_status(
+            self.unit.name, plan, self.state.unit_reports(), report, pending
+        )
         if waiting is not None:
             event.add_status(waiting)  # outranks "not running yet", added next if so
         service = self.node.workload.service_state()

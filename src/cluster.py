@@ -286,6 +286,32 @@ def gossip_confirms(
     return True
 
 
+def leaving_units(members: Sequence[str], reports: Mapping[str, UnitReport]) -> tuple[str, ...]:
+    """Units a started node still counts as members but ``members`` does not: a scale-down.
+
+    Their nodes may still run at the larger size: Juju runs the remaining units'
+    relation-departed hooks without waiting for the departing pods to go
+    (a departing unit runs its own teardown hooks at the same time, and its pod is deleted
+    only once the unit is dead). The peer reports of a departed unit are gone, so only
+    gossip can tell whether its node still runs.
+    """
+    counted = {u for report in reports.values() if report.started for u in report.running_members}
+    return tuple(by_number(counted - set(members)))
+
+
+def gossip_shows_gone(
+    units: Iterable[str], hosts: Mapping[str, str], gossip: ClusterGossip | None
+) -> bool:
+    """Whether a fresh /gossip shows none of ``units`` alive (no gossip: cannot tell)."""
+    wanted = list(units)
+    if not wanted:
+        return True
+    if gossip is None:
+        return False
+    alive = {m.node_host for m in gossip.alive_members}
+    return not any(hosts[unit] in alive for unit in wanted)
+
+
 def running_sizes(
     members: Sequence[str], reports: Mapping[str, UnitReport], new_size: dict[str, int]
 ) -> list[int]:
@@ -314,6 +340,11 @@ def _fresh_allowed(
     ]
     if any(u != grant for u in old):
         return ()
+    # A leader on the old size wants fewer followers than the new size has nodes: it would
+    # tell a new node "SURPLUS OF NODES" and the node would exit (rule 7 of the cluster
+    # model). The restarting node resigns first (`restart_waits_for_new_node`).
+    if grant in old and reports[grant].role in LEADING_ROLES:
+        return ()
     # Started nodes that have never been in sync hold no data yet: they count as empty.
     empty_running = [u for u in present if reports[u].started and not reports[u].has_data]
     budget = max(0, quorum(size) - 1 - len(empty_running))
@@ -329,6 +360,37 @@ def _fresh_allowed(
             break
         allowed.append(unit)
     return tuple(allowed)
+
+
+def restart_waits_for_new_node(
+    unit: str, members: Sequence[str], reports: Mapping[str, UnitReport]
+) -> bool:
+    """Whether ``unit``, granted its restart, should first let a new node join and serve.
+
+    Growing 3 -> 5, the last node on the old size is the KurrentDB leader: it restarts
+    last, after it resigned. If it restarted right then, the two size-5 nodes left would
+    be no quorum of 5 and writes would pause until it is back. Instead it resigns (the
+    cluster elects a size-5 leader, which wants 4 followers, so a new node is a follower
+    there, not a surplus node told to exit), and holds its restart while a new node
+    starts and catches up; then the size-5 nodes without it are a quorum. It holds only
+    while that can help: a node already runs the new size (else a new node would join
+    the old leader as a surplus: 1 -> 3 restarts at once and pauses), and a new node is
+    starting or the plan would let one start once ``unit`` no longer leads.
+    """
+    others = [u for u in members if u != unit and u in reports]
+    if sum(reports[u].serving for u in others) >= quorum(len(members)):
+        return False  # writes go on while it restarts
+    on_new_size = [
+        u
+        for u in others
+        if reports[u].started and tuple(reports[u].running_members) == tuple(members)
+    ]
+    if not on_new_size or unit not in reports:
+        return False
+    if any(reports[u].started and not reports[u].has_data for u in others):
+        return True  # a new node is catching up
+    resigned = {**reports, unit: dataclasses.replace(reports[unit], role="Follower")}
+    return bool(_fresh_allowed(members, resigned, unit))
 
 
 def can_serve_alone_with_started(

@@ -7,16 +7,30 @@ from typing import TYPE_CHECKING
 
 import ops
 
-from cluster import ClusterPlan, UnitReport, by_number, lag_bytes
+from cluster import (
+    ClusterPlan,
+    UnitReport,
+    by_number,
+    lag_bytes,
+    leaving_units,
+    restart_waits_for_new_node,
+)
 
 if TYPE_CHECKING:
     from kurrentdb_api import ClusterGossip
 
 
 def unit_waiting_status(
-    unit: str, plan: ClusterPlan, report: UnitReport, restart_pending: bool
+    unit: str,
+    plan: ClusterPlan,
+    reports: Mapping[str, UnitReport],
+    report: UnitReport,
+    restart_pending: bool,
 ) -> ops.StatusBase | None:
-    """What this unit is waiting for in the cluster schedule, if anything."""
+    """What this unit is waiting for in the cluster schedule, if anything.
+
+    ``reports`` are every present unit's, ``report`` this unit's own as it stands now.
+    """
     size = len(plan.members)
     if unit not in plan.members:
         return ops.WaitingStatus("waiting for the leader to add this unit to the cluster")
@@ -32,8 +46,18 @@ def unit_waiting_status(
         else "apply the new configuration"
     )
     if plan.restart_grant == unit:
+        if restart_waits_for_new_node(unit, plan.members, {**reports, unit: report}):
+            return ops.WaitingStatus(
+                f"waiting to restart to {goal} until a new node serves "
+                "(restarting now would pause writes)"
+            )
         return ops.MaintenanceStatus(f"restarting to {goal}")
-    waiting_for = plan.restart_grant or "all nodes to be in sync"
+    leaving = leaving_units(plan.members, {**reports, unit: report})
+    waiting_for = plan.restart_grant or (
+        f"all nodes to be in sync and departed {', '.join(leaving)} gone"
+        if leaving
+        else "all nodes to be in sync"
+    )
     return ops.WaitingStatus(f"waiting to restart to {goal} (waiting for {waiting_for})")
 
 
@@ -49,6 +73,8 @@ def app_status(plan: ClusterPlan, reports: Mapping[str, UnitReport]) -> ops.Stat
         return ops.MaintenanceStatus(
             f"{size} nodes: rolling restart, {plan.restart_grant} restarting"
         )
+    if leaving := leaving_units(plan.members, reports):
+        return ops.MaintenanceStatus(f"{size} nodes: resizing after {', '.join(leaving)} departed")
     if leader is None:
         return ops.WaitingStatus(f"{size} nodes, no leader yet")
     message = f"{size} nodes, leader {leader}"

@@ -60,6 +60,11 @@ GROWTH_POLL_SECONDS = 5.0
 # hook: with reports that no longer churn, that later hook may be update-status.
 GRANT_CONFIRM_SECONDS = 30.0
 GRANT_POLL_SECONDS = 2.0
+# In a scale-down, the leader waits this long for the departing nodes to vanish from its
+# gossip before leaving the grant to a later hook: their units' teardown (handover, at
+# most charm.LEAVE_BUDGET) and the pod's deletion come after the remaining units hear
+# relation-departed, and no other hook is due on the leader once they are gone.
+SHRINK_CONFIRM_SECONDS = 150.0
 
 # Clock seams: the multi-unit simulation runs this wait against simulated time.
 _monotonic = time.monotonic
@@ -72,6 +77,10 @@ def _growth_settle_limit() -> float:
 
 def _grant_confirm_limit() -> float:
     return min(GRANT_CONFIRM_SECONDS, node_module.SETTLE_TIMEOUT)
+
+
+def _shrink_confirm_limit() -> float:
+    return min(SHRINK_CONFIRM_SECONDS, node_module.SETTLE_TIMEOUT)
 
 
 class ClusterCoordinator:
@@ -235,36 +244,62 @@ class ClusterCoordinator:
     ) -> bool:
         """Whether this unit's own node confirms, fresh, what the reports say.
 
-        Reports are sticky (see `cluster.reported_caught_up`), so before a new restart
-        grant goes out the leader checks its own node's /gossip: every other node holding
-        data must be alive, serving and within CATCH_UP_BYTES now (it looks again for up
-        to GRANT_CONFIRM_SECONDS). Only a node that serves itself sees the whole cluster;
-        when the leader's node does not (it holds no data yet), the reports decide, as
-        they are the freshest view left.
+        Two things the reports cannot show for sure:
+        - that the nodes holding data are in sync now: reports are sticky (see
+          `cluster.reported_caught_up`), so every other node holding data must be alive,
+          serving and within CATCH_UP_BYTES in this node's /gossip;
+        - in a scale-down, that the departing nodes are gone: a departed unit has no report
+          left, but its pod may still run KurrentDB at the larger size, and restarting a
+          node into the smaller size beside it could allow two leaders
+          (`cluster.leaving_units`). Only gossip showing them dead lets the grant out.
+        The leader looks again for up to GRANT_CONFIRM_SECONDS (SHRINK_CONFIRM_SECONDS
+        while departing nodes still run), then leaves it to a later hook. Only a node that
+        serves sees the whole cluster; when the leader's node does not (it holds no data
+        yet), the reports decide the sync part, as they are the freshest view left.
         """
         assert new.restart_grant is not None
         witnesses = cluster.grant_witnesses(new.restart_grant, new.members, reports)
-        if not witnesses:
+        leaving = cluster.leaving_units(new.members, reports)
+        if not witnesses and not leaving:
             return True
+        hosts = {u: self.identity_of(u).pod_fqdn for u in (*witnesses, *leaving)}
         health = self.health()
-        if not health.serving or health.gossip is None:
-            if self._unit in witnesses:
-                return False  # this node holds data and does not serve: no restart now
-            logger.debug("No gossip of a serving node here: the reports decide the grant")
-            return True
-        hosts = {u: self.identity_of(u).pod_fqdn for u in witnesses}
-        deadline = _monotonic() + _grant_confirm_limit()
-        while not cluster.gossip_confirms(witnesses, hosts, health.gossip):
-            if _monotonic() >= deadline:
-                logger.info(
-                    "Restart of %s held: gossip shows a node not in sync", new.restart_grant
-                )
+        limit = _grant_confirm_limit()
+        if leaving:
+            limit = max(limit, _shrink_confirm_limit())
+        deadline = _monotonic() + limit
+        while True:
+            held = self._grant_held_by(health, witnesses, leaving, hosts)
+            if held is None:
+                return True
+            if held == "" or _monotonic() >= deadline:
+                logger.info("Restart of %s held: %s", new.restart_grant, held or "no gossip")
                 return False
             _sleep(GRANT_POLL_SECONDS)
             health = self._health = self._probe()
-            if not health.serving:
-                return False
-        return True
+
+    def _grant_held_by(
+        self,
+        health: NodeHealth,
+        witnesses: tuple[str, ...],
+        leaving: tuple[str, ...],
+        hosts: Mapping[str, str],
+    ) -> str | None:
+        """Why this node's view holds a grant back (None: it does not; "": give up now)."""
+        if leaving and not cluster.gossip_shows_gone(leaving, hosts, health.gossip):
+            if health.gossip is None:
+                return "" if self._unit in witnesses else "no gossip to show departed nodes gone"
+            return f"departed {', '.join(leaving)} still in gossip"
+        if not witnesses:
+            return None
+        if not health.serving or health.gossip is None:
+            if self._unit in witnesses:
+                return ""  # this node holds data and does not serve: no restart now
+            logger.debug("No gossip of a serving node here: the reports decide the grant")
+            return None
+        if not cluster.gossip_confirms(witnesses, hosts, health.gossip):
+            return "gossip shows a node not in sync"
+        return None
 
     def view(self) -> ClusterView | None:
         """The membership to render, None until the leader has made this unit a member."""
@@ -283,7 +318,12 @@ class ClusterCoordinator:
         return self._health
 
     def _probe(self) -> NodeHealth:
-        clustered = len(self._state.cluster_plan().members) > 1
+        # Gossip while the membership or the process's own one has several nodes: a node
+        # still running a larger size (3 -> 1) must show whether the others are gone.
+        clustered = (
+            len(self._state.cluster_plan().members) > 1
+            or len(self._state.own_report().running_members) > 1
+        )
         return self._node.health(self._anonymous_client(), self.identity.pod_fqdn, clustered)
 
     def restart_in_turn(self, members: tuple[str, ...]) -> None:
@@ -304,6 +344,11 @@ class ClusterCoordinator:
             already_resigning=role == "ResigningLeader",
         ):
             return  # keep the grant; a later hook checks for the new leader again
+        if cluster.restart_waits_for_new_node(self._unit, members, reports):
+            # Restarting now would pause writes; a new node joining first avoids it. Its
+            # report, once it serves, brings this unit back here.
+            logger.info("Restart held until a new node serves: restarting now pauses writes")
+            return
         logger.info("Restarting KurrentDB into a %d-node cluster", len(members))
         self._node.restart()
         self.report(running_members=members, restart_wanted=False, role=None, caught_up=False)

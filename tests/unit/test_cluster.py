@@ -4,6 +4,7 @@ and handing leadership over when a unit leaves."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from conftest import unit_state
@@ -60,10 +61,17 @@ def test_growing_a_cluster_with_data_starts_at_most_quorum_minus_one_empty_nodes
     reports = {"kurrentdb/0": alone, "kurrentdb/1": FRESH, "kurrentdb/2": FRESH}
     # kurrentdb/0 still runs size 1 and has not asked for its restart: nobody starts.
     assert plan(old, reports, planned_units=3).fresh_allowed == ()
-    # It restarts now (the grant): one new node may start, not two ({0@1} and {1@3, 2@3}
-    # could each elect a leader).
+    # It may restart now (the grant), but while it leads at size 1 a new node would join
+    # it as a surplus clone and be told to shut down: nobody starts yet.
     reports["kurrentdb/0"] = dataclasses.replace(alone, restart_wanted=True)
     new = plan(old, reports, planned_units=3)
+    assert new.restart_grant == "kurrentdb/0" and new.fresh_allowed == ()
+    # Restarted into size 3 (it cannot lead alone now): one new node may start, not two
+    # ({0@1} and {1@3, 2@3} could each elect a leader, were kurrentdb/0 still at size 1).
+    reports["kurrentdb/0"] = dataclasses.replace(
+        alone, running_members=members(0, 1, 2), role=None, caught_up=False
+    )
+    new = plan(new, reports, planned_units=3)
     assert new.restart_grant == "kurrentdb/0" and new.fresh_allowed == members(1)
     # Once kurrentdb/1 started but has not synced, it counts as empty: no more room.
     reports["kurrentdb/0"] = dataclasses.replace(LEADER, running_members=members(0, 1, 2))
@@ -107,7 +115,21 @@ def test_new_nodes_wait_until_the_old_ones_run_the_new_size():
     )
     new = plan(current, reports, planned_units=5)
     assert new.restart_grant == "kurrentdb/2"
+    # While it leads at size 3 it wants 2 followers: a new node would be a surplus clone.
+    assert new.fresh_allowed == ()
+    # It resigned (a size-5 node leads now) and holds its restart: one may start, not two
+    # ({2@3, x} against the four size-5 nodes).
+    reports["kurrentdb/2"] = dataclasses.replace(
+        SERVING, running_members=members(0, 1, 2), restart_wanted=True
+    )
+    reports["kurrentdb/0"] = dataclasses.replace(LEADER, running_members=five)
+    new = plan(new, reports, planned_units=5)
+    assert new.restart_grant == "kurrentdb/2"
     assert new.fresh_allowed == members(3)
+    assert cluster.restart_waits_for_new_node("kurrentdb/2", five, reports)
+    # The new node serves: the size-5 nodes without kurrentdb/2 are a quorum, it restarts.
+    reports["kurrentdb/3"] = dataclasses.replace(SERVING, running_members=five)
+    assert not cluster.restart_waits_for_new_node("kurrentdb/2", five, reports)
 
 
 def test_no_restart_into_a_smaller_size_while_larger_ones_would_outvote_it():
@@ -524,7 +546,37 @@ def test_leaving_unit_hands_leadership_over(ctx, volumes, internal_ca, kurrentdb
 def test_unit_status_says_what_it_waits_for(unit, report, pending, plan_, expected):
     from cluster_status import unit_waiting_status
 
-    assert unit_waiting_status(unit, plan_, report, pending) == expected
+    assert unit_waiting_status(unit, plan_, {unit: report}, report, pending) == expected
+
+
+def test_statuses_while_a_resize_waits_for_a_new_node_or_for_departed_nodes():
+    from cluster_status import app_status, unit_waiting_status
+
+    old, new = members(0, 1, 2), members(0, 1, 2, 3, 4)
+    on_new = dataclasses.replace(SERVING, running_members=new)
+    resigned = dataclasses.replace(SERVING, running_members=old, restart_wanted=True)
+    fresh = UnitReport(address="x")
+    reports = {"kurrentdb/0": resigned, "kurrentdb/1": on_new, "kurrentdb/2": on_new}
+    reports |= {"kurrentdb/3": fresh, "kurrentdb/4": fresh}
+    grant = ClusterPlan(members=new, restart_grant="kurrentdb/0")
+    assert unit_waiting_status("kurrentdb/0", grant, reports, resigned, True) == (
+        testing.WaitingStatus(
+            "waiting to restart to join a 5-node cluster until a new node serves "
+            "(restarting now would pause writes)"
+        )
+    )
+    # 5 -> 3: kurrentdb/3 and /4 departed; the nodes that stay still run size 5.
+    five = dataclasses.replace(SERVING, running_members=new)
+    staying = {u: five for u in old}
+    assert app_status(ClusterPlan(members=old), staying) == testing.MaintenanceStatus(
+        "3 nodes: resizing after kurrentdb/3, kurrentdb/4 departed"
+    )
+    assert unit_waiting_status("kurrentdb/1", ClusterPlan(members=old), staying, five, True) == (
+        testing.WaitingStatus(
+            "waiting to restart to join a 3-node cluster (waiting for all nodes to be in sync "
+            "and departed kurrentdb/3, kurrentdb/4 gone)"
+        )
+    )
 
 
 def test_leaving_leader_resigns_even_after_the_peer_relation_is_gone(
@@ -660,6 +712,42 @@ def test_leader_looks_again_before_holding_a_grant(
     app_data = out.get_relation(next(iter(out.relations)).id).local_app_data
     assert app_data.get("restart-grant") == "kurrentdb/1"
     assert clock["now"] == 6
+
+
+FIVE = '["kurrentdb/0", "kurrentdb/1", "kurrentdb/2", "kurrentdb/3", "kurrentdb/4"]'
+
+
+@pytest.mark.parametrize(
+    ("departed_alive", "granted"),
+    [((True, True), ""), ((False, True), ""), ((False, False), "kurrentdb/1")],
+)
+def test_a_scale_down_grant_waits_until_gossip_shows_the_departed_nodes_gone(
+    ctx, volumes, internal_ca, kurrentdb, departed_alive, granted
+):
+    """5 -> 3: kurrentdb/3 and /4 have departed the relation, so no report says they run;
+    restarting kurrentdb/1 into size 3 beside a size-5 node still running could allow two
+    leaders. The leader's own gossip decides."""
+    rows = gossip_rows(kurrentdb, [("Leader", 0)] + [("Follower", 0)] * 4)
+    for row, alive in zip(rows[3:], departed_alive, strict=True):
+        row["isAlive"] = alive
+    kurrentdb.members = rows
+    five = {"running-members": FIVE}
+    state = clustered_state(volumes, internal_ca)
+    peer = next(iter(state.relations))
+    peer = dataclasses.replace(peer, local_app_data=dict(peer.local_app_data) | {"members": FIVE})
+    state = with_unit_data(
+        dataclasses.replace(state, relations={peer}),
+        own=serving_peer(0, role="Leader", **five),
+        peers={
+            1: serving_peer(1, **five, **{"restart-wanted": "true"}),
+            2: serving_peer(2, **five),
+        },
+        planned_units=3,
+    )
+    out = ctx.run(ctx.on.update_status(), state)
+    app_data = out.get_relation(next(iter(out.relations)).id).local_app_data
+    assert json.loads(app_data["members"]) == ["kurrentdb/0", "kurrentdb/1", "kurrentdb/2"]
+    assert app_data.get("restart-grant", "") == granted
 
 
 @pytest.mark.parametrize(
