@@ -23,9 +23,15 @@ and how their node is doing. The rules, and why:
   nodes before the new node can join"); shrinking, nothing restarts into the smaller size
   while the larger sizes that remain could outvote it. Write pauses this costs (ticks of
   the simulation, bench/convergence.py): 1->3 and 1->5, the single node's restart until
-  the first new node joins it; 3->5 and 3->4->5, the resign and the last old node's
-  restart (two size-5 nodes are no quorum); 5->3, 3->1, 5->1, the restarts that leave
-  fewer nodes than the old quorum.
+  the first new node joins it; 3->5 and 3->4->5, only the old leader's resign: it holds
+  its restart until a new node serves (`restart_waits_for_new_node`), since the size-5
+  nodes without it would be no quorum; 5->3, 3->1, 5->1, the restarts that leave fewer
+  nodes than the old quorum. Shrinking, departed units leave no report behind, and
+  Juju tells the remaining units before their pods are gone: the leader's own gossip
+  must show them dead before a node restarts into the smaller size (`leaving_units`).
+- No new node starts while a node of the old size leads: a leader wants ClusterSize - 1
+  followers by its own size and tells the clones beyond "SURPLUS OF NODES" (v26.1.0
+  `LeaderReplicationService.cs`, ClusterVNodeController.cs `Handle(DropSubscription)`).
 - No hook waits for what only its end can cause: a node restarted into a size it cannot
   reach a quorum of with the nodes already started (1->3) serves only once a new node
   starts, which sees its permission only after this hook; it does not wait
