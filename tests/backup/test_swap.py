@@ -8,11 +8,14 @@ stop, and `recover` must then leave the old tree or the restored one, never a mi
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
 import stat
 import struct
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -663,3 +666,16 @@ def test_recover_finishes_a_roll_back_that_died_half_way(volume: Volume):
 def test_recover_with_nothing_on_the_volume(volume: Volume):
     assert swap.recover(volume.root) is None
     assert volume.holds_old()
+
+
+def test_the_swap_module_costs_a_hook_no_heavy_import():
+    # recover() runs in every hook before the workload starts: it may load only the stdlib.
+    code = "import sys, backup.swap; print(sorted(m.split('.')[0] for m in sys.modules))"
+    src = Path(__file__).parents[2] / "src"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    loaded = set(ast.literal_eval(out))
+    assert "backup" in loaded
+    assert not loaded & {"boto3", "botocore", "azure", "cryptography", "jinja2", "ops", "yaml"}
