@@ -398,6 +398,9 @@ def roll_back(volume: Path | str, restore_id: str) -> Phase | None:
         raise SwapError(f"restore {restore_id} is committed: the previous data is deleted")
     if marker.phase is Phase.ROLLED_BACK:
         return Phase.ROLLED_BACK
+    if marker.phase is Phase.SWAPPED and marker.live_entries and not dirs.previous.is_dir():
+        # Something outside the restore removed it: what is at the root is all there is.
+        raise SwapError(f"the moved-aside data {dirs.previous} is missing; check by hand")
     if marker.phase in (Phase.SWAPPING, Phase.SWAPPED):
         marker = dataclasses.replace(marker, phase=Phase.ROLLING_BACK)
         _write_marker(dirs, marker)

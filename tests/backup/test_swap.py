@@ -12,6 +12,7 @@ import ast
 import contextlib
 import json
 import os
+import shutil
 import stat
 import struct
 import subprocess
@@ -217,6 +218,16 @@ def test_roll_back_is_idempotent(volume: Volume):
     assert swap.roll_back(volume.root, RESTORE_ID) is Phase.ROLLED_BACK
     assert volume.tree() == tree
     assert swap.recover(volume.root) == swap.Recovery(RESTORE_ID, Phase.ROLLED_BACK)
+
+
+def test_roll_back_refuses_when_the_moved_aside_data_was_removed(volume: Volume):
+    volume.stage()
+    swap_in(volume)
+    shutil.rmtree(volume.restore_dir() / RESTORE_ID / "previous")
+
+    with pytest.raises(SwapError, match=r"moved-aside data .* is missing"):
+        swap.roll_back(volume.root, RESTORE_ID)
+    assert volume.holds_restored()  # nothing moved: better the restored tree than none
 
 
 def test_a_rolled_back_restore_cannot_be_swapped_in_again(volume: Volume):
