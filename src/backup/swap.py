@@ -360,6 +360,9 @@ def swap_in(volume: Path | str, restore_id: str, uid: int, gid: int) -> Truncati
     a finished one returns at once. Returns what the first start truncates: the caller
     raises `MaxTruncation` for that start when `needs_raised_limit` says so.
     """
+    for name, value in (("uid", uid), ("gid", gid)):  # os.chown takes -1 as "leave it"
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+            raise SwapError(f"the workload {name} must be a number from 0, not {value!r}")
     dirs, marker = _current(volume, restore_id, Phase.STAGED, Phase.SWAPPING, Phase.SWAPPED)
     if marker.phase is Phase.SWAPPED:
         return truncation_of(dirs.volume)

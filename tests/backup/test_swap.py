@@ -166,6 +166,14 @@ def test_truncate_checkpoint_is_a_copy_of_the_chaser_checkpoint(volume: Volume):
     assert (truncate.stat().st_uid, truncate.stat().st_gid) == (WORKLOAD_UID, WORKLOAD_GID)
 
 
+@pytest.mark.parametrize(("uid", "gid"), [(-1, 1001), (1001, -1), (True, 1001), (1001, "1001")])
+def test_swap_in_refuses_owners_that_are_not_ids(volume: Volume, uid: Any, gid: Any):
+    volume.stage()
+    with pytest.raises(SwapError, match="must be a number from 0"):
+        swap.swap_in(volume.root, RESTORE_ID, uid, gid)
+    assert volume.holds_old()
+
+
 def test_swap_in_twice_changes_nothing_the_second_time(volume: Volume):
     volume.stage()
     first = swap_in(volume)
