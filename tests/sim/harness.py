@@ -22,6 +22,8 @@ import dataclasses
 import json
 import os
 import pathlib
+import signal
+import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -141,7 +143,6 @@ class Simulation:
         )
         # Simulated time: restarts need not wait out Pebble's kill-delay in real seconds.
         monkeypatch.setattr(workload_module, "STOP_SPACING", 0.0)
-        monkeypatch.setattr(workload_module, "CONFIG_WATCH_DELAY", 0.0)
         self._patch_pebble(monkeypatch)
         self._patch_kubernetes_and_time(monkeypatch)
         # Every hook builds a Context, which parses charmcraft.yaml again: parse it once.
@@ -493,10 +494,17 @@ class Simulation:
 
         return event
 
+    def seconds(self) -> float:
+        """Simulated seconds, with what hooks slept since the last tick (`clock` has not)."""
+        return self.clock + self._hook_time
+
     def _patch_pebble(self, monkeypatch: Any) -> None:
-        """Route the charm's Pebble service calls to the simulated cluster."""
+        """Route the charm's Pebble service calls to the simulated cluster, and its config
+        file, signals and `pebble logs` to the unit's node (rule 11 of the cluster model)."""
         sim = self
         replan, restart, stop = ops.Container.replan, ops.Container.restart, ops.Container.stop
+        push, send_signal, exec_ = ops.Container.push, ops.Container.send_signal, ops.Container.exec
+        self._patch_workload_time(monkeypatch)
 
         def current() -> SimUnit:
             assert sim._current is not None
@@ -519,9 +527,41 @@ class Simulation:
             stop(container, *names)
             sim.cluster.stop_process(current().name, by_charm=True)
 
+        def sim_push(container: ops.Container, path: str, source: Any, **kwargs: Any) -> None:
+            push(container, path, source, **kwargs)
+            if path == paths.CONFIG_FILE:
+                text = source.decode() if isinstance(source, bytes) else source
+                assert isinstance(text, str), "the charm pushes its config file as text"
+                sim.cluster.write_config(current().name, text)
+
+        def sim_send_signal(container: ops.Container, sig: int | str, *names: str) -> None:
+            send_signal(container, sig, *names)  # Pebble refuses a service not running
+            number = signal.Signals[sig] if isinstance(sig, str) else signal.Signals(sig)
+            if number == signal.SIGHUP and paths.SERVICE in names:
+                sim.cluster.sighup(current().name)
+
+        def sim_exec(container: ops.Container, command: list[str], **kwargs: Any) -> Any:
+            logs = sim.cluster.node(current().name).service.pebble_logs(command)
+            return exec_(container, command, **kwargs) if logs is None else logs
+
         monkeypatch.setattr(ops.Container, "replan", sim_replan)
         monkeypatch.setattr(ops.Container, "restart", sim_restart)
         monkeypatch.setattr(ops.Container, "stop", sim_stop)
+        monkeypatch.setattr(ops.Container, "push", sim_push)
+        monkeypatch.setattr(ops.Container, "send_signal", sim_send_signal)
+        monkeypatch.setattr(ops.Container, "exec", sim_exec)
+        sim.cluster.clock = sim.seconds
+
+    def _patch_workload_time(self, monkeypatch: Any) -> None:
+        """The workload's waits (CONFIG_WATCH_DELAY around a reload) are simulated time:
+        the cluster ticks while the hook sleeps, and the nodes' file watchers see it pass."""
+        monkeypatch.setattr(
+            workload_module,
+            "time",
+            types.SimpleNamespace(
+                sleep=self._sleep_in_hook, time=time.time, monotonic=self.seconds
+            ),
+        )
 
     def _patch_kubernetes_and_time(self, monkeypatch: Any) -> None:
         """The app's pods as the charm lists them, goal-state as it is now, simulated time."""

@@ -7,7 +7,7 @@ on 127.0.0.1. Its /info, /gossip, /health/live, /admin/node/resign, /admin/shutd
 answer from this model, so the charm's HTTP client sees what it would see on a real node.
 
 Rules, from the server's source (kurrent-io/KurrentDB, tag v26.1.0; paths under src/) and
-/work/shared/kurrentdb-contract.md §4-§5. `tick()` applies them in this order:
+/work/shared/kurrentdb-contract.md §4-§5. `tick()` applies 1-10 in this order:
 
 1. Boot. A process started since the last tick finishes Initializing and is "DiscoverLeader".
    It exits instead if the validator would reject its config
@@ -60,6 +60,20 @@ Rules, from the server's source (kurrent-io/KurrentDB, tag v26.1.0; paths under 
 9. Lost writes. Acknowledged bytes missing from the log of the current leader count as lost.
 10. Gossip. A running node's /gossip lists itself and what it saw at the last tick; nodes it
    lost stay listed as isAlive false for `dead_member_ticks` ticks.
+11. Reload, between ticks, by each node's `service` (tests/doubles/process.py, on the
+   harness's clock of simulated seconds). The config file the charm pushes (`write_config`)
+   reaches the node's in-memory configuration only when its file watcher fires,
+   `watch_delay` (250 ms, .NET's `FileConfigurationSource.ReloadDelay`) after the change
+   (KurrentDB.Core/Configuration/KurrentConfiguration.cs `AddKurrentYamlConfigFile`:
+   `reloadOnChange: true`). A SIGHUP (`sighup`; POST /admin/reloadconfig does the same)
+   re-binds that configuration, not the file (KurrentDB.Core/Configuration/
+   ClusterVNodeOptionsExtensions.cs `Reload`, KurrentDB.Core/ClusterVNode.cs
+   `Handle(ClientMessage.ReloadConfig)`), and applies from it only LogLevel, unless it is
+   "Default" (`ReloadLogOptions`, which logs "The log level was adjusted to: <level>" when
+   the level changed), the certificates and Transform (neither modelled); ClusterSize,
+   seeds and every other option keep what the process started with. A (re)start reads the
+   file as it is, and logs the adjusted line too when its level is not logconfig.json's
+   Debug (KurrentDB/logconfig.json). `pebble logs` shows the node's `service.log`.
 
 Invariants, checked at the start (the state the last round of hooks left) and the end of
 every tick, reported as `Breach`es (the harness fails the test at the first one): (a) never
@@ -74,9 +88,9 @@ byte whose term differs. That is all the model needs to detect truncation and lo
 
 Simplifications: there is one shared user database, created by the first leader ever elected;
 lost writes do not take users with them. Chaser checkpoint = writer checkpoint. There are no
-PreReplica or PreLeader transitions. A reload (SIGHUP) is not modelled here: see
-tests/doubles/process.py. A resigned node keeps its election handicap until it restarts or is elected,
-not just for the next election.
+PreReplica or PreLeader transitions. A resigned node keeps its election handicap until it
+restarts or is elected, not just for the next election. A reload that fails (a bad
+certificate, an unknown LogLevel) only logs, as on the server, and is not modelled further.
 """
 
 from __future__ import annotations
@@ -86,10 +100,11 @@ import random
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+import yaml
 from doubles.kurrentdb import (
     KurrentDBDouble,
     NodeState,
@@ -97,10 +112,13 @@ from doubles.kurrentdb import (
     _node_certificate,
     _server_context,
 )
+from doubles.process import WATCH_DEBOUNCE, KurrentDBProcess, config_options
 
 from tls import KeyPair
 
 HTTP_PORT = 2113  # what gossip advertises, whatever port the node's double listens on
+# Simulated seconds per tick without a harness clock: one gossip interval (GossipIntervalMs).
+SECONDS_PER_TICK = 2.0
 LEADING = ("Leader", "ResigningLeader")
 FOLLOWING = ("CatchingUp", "Clone", "Follower")  # subscribed to a leader
 SERVING = ("Leader", "Follower", "ReadOnlyReplica")
@@ -196,6 +214,8 @@ class SimNode:
     fqdn: str
     index: int  # order of `add_node`: the last tie-breaker in elections
     double: _NodeDouble = field(repr=False)
+    # Its config file, file watcher, SIGHUP handling and service log (rule 11).
+    service: KurrentDBProcess = field(repr=False)
     process: str = "stopped"  # stopped | starting | up | exited (Pebble would restart it)
     config: dict[str, Any] = field(default_factory=dict)
     settings: NodeConfig = field(default_factory=NodeConfig)
@@ -314,6 +334,11 @@ class _NodeDouble(KurrentDBDouble):
         self.shutdown_count += 1
         return Response(200, "OK", after=lambda: self.cluster._admin_shutdown(self.name))
 
+    def _reload(self, **kwargs: Any) -> Response:
+        response = super()._reload(**kwargs)
+        self.cluster._reload(self.name, KurrentDBProcess.reload)
+        return response
+
     def _priority(self, priority: str, **kwargs: Any) -> Response:
         response = super()._priority(priority=priority, **kwargs)
         if response.status == 200:
@@ -336,7 +361,14 @@ class SimCluster:
         lag_jitter_bytes: int = 0,
         seed: int = 0,
         unsafe_allow_surplus_nodes: bool = False,
+        clock: Callable[[], float] | None = None,
+        watch_delay: float = WATCH_DEBOUNCE,
     ):
+        """``clock``: simulated seconds (default: SECONDS_PER_TICK per tick), which the
+        nodes' file watchers run on; the harness sets its own. ``watch_delay``: how long
+        after the config file changed a node's watcher re-reads it (rule 11)."""
+        self.clock: Callable[[], float] = clock or (lambda: self.now * SECONDS_PER_TICK)
+        self.watch_delay = watch_delay
         self.ca, self.admin_password, self.ops_password = ca, admin_password, ops_password
         self.catch_up_bytes_per_tick = catch_up_bytes_per_tick
         self.write_bytes_per_tick = write_bytes_per_tick
@@ -389,7 +421,8 @@ class SimCluster:
             )  # fmt: skip
             double.start()  # take a port now; `up()` reuses it
             double.down()
-            node = SimNode(name, fqdn, next(self._indexes), double)
+            service = KurrentDBProcess(lambda: self.clock(), watch_delay=self.watch_delay)
+            node = SimNode(name, fqdn, next(self._indexes), double, service)
             if data_bytes:
                 term = next(self._terms)
                 node.log = (Segment(term, 0, 0, data_bytes),)
@@ -423,18 +456,44 @@ class SimCluster:
             node.double.stop()
             del self.nodes[name]
 
+    def write_config(self, name: str, text: str) -> None:
+        """The charm pushed kurrentdb.conf: the node's watcher re-reads it later (rule 11)."""
+        with self._lock:
+            self.nodes[name].service.file_written(text)
+
+    def sighup(self, name: str) -> None:
+        """Pebble sent SIGHUP: a running node reloads its configuration (rule 11)."""
+        self._reload(name, KurrentDBProcess.sighup)
+
+    def _reload(self, name: str, reload: Callable[[KurrentDBProcess], None]) -> None:
+        with self._lock:
+            node = self.nodes.get(name)
+            if node is not None and node.running:
+                reload(node.service)
+                self._event(node, f"reloaded: logs at {node.service.log_level}")
+
     def start_process(
-        self, name: str, config: Mapping[str, Any], *, version: str | None = None
+        self, name: str, config: Mapping[str, Any] | None = None, *, version: str | None = None
     ) -> None:
-        """Pebble started KurrentDB with this parsed kurrentdb.conf; it boots at the next tick."""
+        """Pebble started KurrentDB; it reads its config file now and boots at the next tick.
+
+        ``config``: the parsed kurrentdb.conf it starts with, for callers that did not
+        `write_config` it (it becomes the file); None: the file as last written."""
         with self._lock:
             node = self.nodes[name]
             if node.running:
                 raise RuntimeError(f"{name}: KurrentDB is already running")
+            if config is not None and config_options(node.service.file) != dict(config):
+                node.service.file_written(yaml.safe_dump(dict(config)))
+            node.service.started()
             node.starts += 1
             if node.starts > 1:
                 self.restarts[name] += 1
-            node.config, node.settings = dict(config), NodeConfig.parse(config)
+            config = config_options(node.service.file)
+            if config is None:
+                node.config, node.settings = {}, NodeConfig(error="the config file is not YAML")
+            else:
+                node.config, node.settings = dict(config), NodeConfig.parse(config)
             node.node_priority, node.resigned, node.known = node.settings.priority, False, {}
             node.process, node.state, node.leader = "starting", "Initializing", None
             node.ready, node.short_ticks = False, 0
@@ -462,7 +521,7 @@ class SimCluster:
                 node.charm_down = by_charm
 
     def restart_process(
-        self, name: str, config: Mapping[str, Any], *, by_charm: bool = False
+        self, name: str, config: Mapping[str, Any] | None = None, *, by_charm: bool = False
     ) -> None:
         self.stop_process(name, by_charm=by_charm)
         self.start_process(name, config)

@@ -27,16 +27,6 @@ class Clock:
         self.now += seconds
 
 
-class LogsProcess:
-    """What `pebble logs` returns from the exec the charm runs."""
-
-    def __init__(self, text: str):
-        self._text = text
-
-    def wait_output(self) -> tuple[str, str]:
-        return self._text, ""
-
-
 @pytest.fixture
 def process(monkeypatch: pytest.MonkeyPatch, kurrentdb) -> tuple[KurrentDBProcess, Clock]:
     """The node's process behind Pebble's push, start, restart, signal and logs."""
@@ -72,9 +62,10 @@ def process(monkeypatch: pytest.MonkeyPatch, kurrentdb) -> tuple[KurrentDBProces
         node.sighup()
 
     def executed(self, command, **kwargs: Any):
-        if list(command[:2]) == [paths.PEBBLE_BINARY, "logs"]:
+        logs = node.pebble_logs(command)
+        if logs is not None:
             assert kwargs["environment"] == {"PEBBLE_SOCKET": paths.PEBBLE_SOCKET}
-            return LogsProcess("\n".join(node.log))
+            return logs
         return exec_(self, command, **kwargs)
 
     for name, patched in (
