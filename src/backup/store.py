@@ -12,6 +12,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+MiB = 1024 * 1024
+# How every backend streams: parts of PART_SIZE, at most CONCURRENCY in flight, so a
+# transfer holds a few tens of MiB whatever the object's size (the charm container may
+# have 1 GiB of memory).
+PART_SIZE = 8 * MiB
+CONCURRENCY = 4
+CONNECT_TIMEOUT = 10  # seconds
+READ_TIMEOUT = 60
+
 
 class StorageError(Exception):
     """A storage operation failed.
@@ -49,7 +58,7 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def download(self, key: str, sink: BinaryIO) -> None:
-        """Write the object's bytes to ``sink``."""
+        """Write the object's bytes to ``sink``; StorageError("NoSuchKey") when absent."""
 
     @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -57,7 +66,10 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def get_bytes(self, key: str, limit: int) -> bytes:
-        """A small object's bytes; StorageError("TooLarge") past ``limit`` bytes."""
+        """A small object's bytes; StorageError("TooLarge") past ``limit`` bytes.
+
+        StorageError("NoSuchKey") when absent (every backend uses that code).
+        """
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[StoredObject]:

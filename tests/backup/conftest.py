@@ -1,0 +1,83 @@
+"""Object-storage servers for the backup tests, and a fresh empty store per test.
+
+Session fixtures start each server once (`radosgw_server`, `moto_server`,
+`azurite_server`); `radosgw_store`, `moto_store` and `azurite_store` give each test its
+own new bucket or container (with a `path`), and `object_store` runs a test on all three.
+A server that cannot start fails the tests that need it in CI (CI=true) and skips them,
+with the reason, elsewhere. Server logs stay in pytest's temporary directory; their place
+is printed when a test failed.
+
+Test modules here never `from conftest import`: this directory is not a package (its name
+would shadow src/backup), so its conftest is the module `conftest`, like tests/unit's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import backends
+import pytest
+import servers
+
+from backup.store import ObjectStore
+
+
+def _server(
+    request: pytest.FixtureRequest,
+    factory: pytest.TempPathFactory,
+    name: str,
+    start: Callable[[Path], servers.Server],
+) -> Iterator[servers.Server]:
+    try:
+        server = start(factory.mktemp(name))
+    except servers.ServerUnavailable as unavailable:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} did not start: {unavailable}", pytrace=False)
+        pytest.skip(f"{name} unavailable: {str(unavailable).splitlines()[0]}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        if request.session.testsfailed:
+            print(f"\n{name} logs: {server.data_dir}")
+
+
+@pytest.fixture(scope="session")
+def radosgw_server(request, tmp_path_factory) -> Iterator[servers.Server]:
+    yield from _server(request, tmp_path_factory, "radosgw", servers.start_radosgw)
+
+
+@pytest.fixture(scope="session")
+def moto_server(request, tmp_path_factory) -> Iterator[servers.Server]:
+    yield from _server(request, tmp_path_factory, "moto", servers.start_moto)
+
+
+@pytest.fixture(scope="session")
+def azurite_server(request, tmp_path_factory) -> Iterator[servers.Server]:
+    yield from _server(request, tmp_path_factory, "azurite", servers.start_azurite)
+
+
+@pytest.fixture
+def radosgw_store(radosgw_server) -> Iterator[ObjectStore]:
+    with backends.fresh_s3_store(radosgw_server) as store:
+        yield store
+
+
+@pytest.fixture
+def moto_store(moto_server) -> Iterator[ObjectStore]:
+    with backends.fresh_s3_store(moto_server) as store:
+        yield store
+
+
+@pytest.fixture
+def azurite_store(azurite_server) -> Iterator[ObjectStore]:
+    with backends.fresh_azure_store(azurite_server) as store:
+        yield store
+
+
+@pytest.fixture(params=["moto", "radosgw", "azurite"])
+def object_store(request) -> ObjectStore:
+    """A fresh empty store on each of the three servers in turn."""
+    return request.getfixturevalue(f"{request.param}_store")
