@@ -6,7 +6,9 @@ per size change, zero restarts for hooks that change nothing; (issue #7) one mem
 change per scale request, also when pods introduce themselves 30 s apart; no
 relation-changed caused by health flapping in a steady cluster under write load.
 
-Run: `.venv/bin/python bench/convergence.py [scenario ...]`. Prints tables; asserts nothing.
+Run: `.venv/bin/python bench/convergence.py [--both-orders] [--boot-ticks=N] [scenario ...]`.
+Prints tables; asserts nothing. `--boot-ticks=4` makes every node take 8 s to boot, closer
+to a real node with data than the default single tick.
 A tick is one round of hooks plus one step of the simulated cluster (an election, a boot,
 about one gossip interval), so write-unavailable ticks measure outages in those units.
 Simulated time runs at SECONDS_PER_TICK (2 s, KurrentDB's gossip interval) per tick; a
@@ -38,13 +40,17 @@ from sim.scenarios import SCENARIOS, StepResult, run_step  # noqa: E402
 import tls  # noqa: E402
 
 
-def run(scenario: str, ca: tls.KeyPair, hook_order: str = "number") -> list[StepResult]:
+def run(
+    scenario: str, ca: tls.KeyPair, hook_order: str = "number", boot_ticks: int = 1
+) -> list[StepResult]:
     import kubernetes
 
     with (
         tempfile.TemporaryDirectory() as tmp,
         pytest.MonkeyPatch.context() as patch,
-        SimCluster(ca=ca, admin_password=ADMIN_PASSWORD, ops_password=OPS_PASSWORD) as cluster,
+        SimCluster(
+            ca=ca, admin_password=ADMIN_PASSWORD, ops_password=OPS_PASSWORD, boot_ticks=boot_ticks
+        ) as cluster,
     ):
         patch.setattr(kubernetes, "label_pod", lambda *args: True)
         # Not strict: a breach is counted and shown, not raised.
@@ -64,6 +70,9 @@ def main() -> None:
     logging.disable(logging.WARNING)  # Scenario's consistency warnings are not results
     args = sys.argv[1:]
     orders = ["number", "newest"] if "--both-orders" in args else ["number"]
+    # --boot-ticks=N: nodes take N ticks to boot (1, the default, is the kindest).
+    boot = [int(a.split("=", 1)[1]) for a in args if a.startswith("--boot-ticks=")]
+    boot_ticks = boot[-1] if boot else 1
     wanted = [a for a in args if not a.startswith("--")] or list(SCENARIOS)
     ca = tls.generate_ca()
     header = (
@@ -75,7 +84,7 @@ def main() -> None:
     print("-" * len(header))
     windows: list[tuple[str, StepResult]] = []
     for scenario, order in [(s, o) for s in wanted for o in orders]:
-        for step in run(scenario, ca, order):
+        for step in run(scenario, ca, order, boot_ticks):
             print(
                 f"{scenario:<36} {step.name:<18} {step.hooks:>5} {step.rounds:>6} "
                 f"{step.membership_changes:>7} {counts(step.restarts):<22} "

@@ -28,9 +28,12 @@ def make_sim(tmp_path, monkeypatch, bootstrap_ca):
     """A simulation with a chosen hook order (and strictness)."""
     clusters: list[SimCluster] = []
 
-    def make(hook_order: str = "number", strict: bool = True) -> Simulation:
+    def make(hook_order: str = "number", strict: bool = True, **cluster_options) -> Simulation:
         cluster = SimCluster(
-            ca=bootstrap_ca, admin_password=ADMIN_PASSWORD, ops_password=OPS_PASSWORD
+            ca=bootstrap_ca,
+            admin_password=ADMIN_PASSWORD,
+            ops_password=OPS_PASSWORD,
+            **cluster_options,
         )
         clusters.append(cluster)
         return Simulation(tmp_path, cluster, monkeypatch, hook_order=hook_order, strict=strict)

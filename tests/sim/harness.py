@@ -4,8 +4,10 @@ Each unit has its own Scenario state (container, volumes, stored state, unit sec
 they share what Juju shares: the peer relation's databags and the app's secrets. Running a
 hook on one unit may change a databag, which queues `relation-changed` on the others, as
 Juju does. Pebble calls of the charm (replan, restart, stop) start and stop the node in the
-`SimCluster` model. Between rounds of hooks the cluster ticks (elections, catch-up, client
-writes) and every unit gets `update-status`, until nothing changes any more.
+`SimCluster` model; its config file pushes, SIGHUPs and `pebble logs` reach the node's
+process model (file watcher, reload, service log), and its waits are simulated time. Between
+rounds of hooks the cluster ticks (elections, catch-up, client writes) and every unit gets
+`update-status`, until nothing changes any more.
 
 Kubernetes and goal-state are modelled apart, as they behave: a scale request creates the
 StatefulSet's pods at once (`add_pods`), which the charm can list (`kubernetes_api`), while
@@ -39,7 +41,7 @@ import kubernetes as kubernetes_module
 import node as node_module
 import workload.kurrentdb as workload_module
 from charm import KurrentDBCharm
-from sim.kurrentdb_cluster import SimCluster
+from sim.kurrentdb_cluster import SECONDS_PER_TICK, SimCluster
 from state import PEER_RELATION
 from tls import KeyPair
 from workload import paths
@@ -52,9 +54,6 @@ OPS_PASSWORD = "sim-ops-password"
 
 EventFactory = Callable[[testing.Context, testing.State], Any]
 
-# One tick of the simulated cluster is about one KurrentDB gossip interval (GossipIntervalMs
-# defaults to 2000 ms).
-SECONDS_PER_TICK = 2.0
 # Juju's default update-status-hook-interval.
 UPDATE_STATUS_INTERVAL = 300.0
 # Peer data a unit changes when only its node's health changed.
@@ -125,6 +124,10 @@ class Simulation:
         self.pods: set[int] = set()  # ordinals of the StatefulSet's pods (not being deleted)
         self.kubernetes_api = True  # whether the charm may list them
         self.clock = 0.0  # simulated seconds
+        # How long a removed unit's pod (and its KurrentDB) outlives the unit (see
+        # `remove_unit`), and the pods still going: (simulated time gone, unit).
+        self.pod_linger_seconds = 0.0
+        self._pods_going: list[tuple[float, str]] = []
         self._arrivals: list[float] = []  # when the next pods without a unit introduce
         self.hooks_run = 0
         self.hook_log: list[tuple[float, str, str]] = []  # (clock, unit, hook)
@@ -184,7 +187,14 @@ class Simulation:
         return name
 
     def remove_unit(self, name: str) -> None:
-        """`juju remove-unit`: the unit's teardown hooks run, then its pod goes."""
+        """`juju remove-unit`: the unit's teardown hooks run, then its pod goes.
+
+        With ``pod_linger_seconds`` 0 the pod is gone before the other units hear
+        relation-departed. Juju promises no such thing: it runs every side's
+        relation-departed hooks as the unit departs, and deletes the pod only once the
+        unit is dead, so with ``pod_linger_seconds`` > 0 the node keeps running (at its
+        size) for that long after the others heard it leave.
+        """
         self.planned_units -= 1
         self._enqueue(name, "relation-departed", self._departed(name))
         self._enqueue(
@@ -192,8 +202,11 @@ class Simulation:
         )
         self._enqueue(name, "stop", lambda ctx, s: ctx.on.stop())
         self.drain()
-        self.cluster.remove_node(name)
-        # Juju scales the StatefulSet down once the unit is dead.
+        if self.pod_linger_seconds > 0:
+            self._pods_going.append((self.clock + self.pod_linger_seconds, name))
+        else:
+            self.cluster.remove_node(name)
+        # The unit is dead: Juju scales the StatefulSet down.
         self.pods.discard(self.units[name].number)
         del self.units[name]
         del self.unit_data[name]
@@ -217,8 +230,12 @@ class Simulation:
         return len(self._arrivals)
 
     def advance(self, seconds: float) -> None:
-        """Let simulated time pass (no cluster tick): pods due introduce their units."""
+        """Let simulated time pass (no cluster tick): pods due introduce their units,
+        and removed units' pods due to go are deleted."""
         self.clock += seconds
+        for due, name in [p for p in self._pods_going if p[0] <= self.clock]:
+            self._pods_going.remove((due, name))
+            self.cluster.remove_node(name)
         while self._arrivals and self._arrivals[0] <= self.clock:
             self._arrivals.pop(0)
             self.add_unit()
@@ -310,7 +327,9 @@ class Simulation:
             for name in self.ordered(self.units):
                 self._enqueue(name, "update-status", lambda ctx, s: ctx.on.update_status())
             self.drain()
-            quiet = before == self._fingerprint() and self.cluster.is_quiet()
+            quiet = (
+                before == self._fingerprint() and self.cluster.is_quiet() and not self._pods_going
+            )
             quiet_rounds = quiet_rounds + 1 if quiet else 0
             if quiet_rounds >= 3:
                 return rounds
@@ -577,7 +596,7 @@ class Simulation:
             scenario_mocking._MockModelBackend, "planned_units", lambda _: sim.planned_units
         )
         monkeypatch.setattr(coordinator_module, "_monotonic", lambda: sim.clock)
-        monkeypatch.setattr(coordinator_module, "_sleep", sim.advance)
+        monkeypatch.setattr(coordinator_module, "_sleep", sim._sleep_in_hook)
         monkeypatch.setattr(
             coordinator_module,
             "_growth_settle_limit",

@@ -9,7 +9,8 @@ answer from this model, so the charm's HTTP client sees what it would see on a r
 Rules, from the server's source (kurrent-io/KurrentDB, tag v26.1.0; paths under src/) and
 /work/shared/kurrentdb-contract.md §4-§5. `tick()` applies 1-10 in this order:
 
-1. Boot. A process started since the last tick finishes Initializing and is "DiscoverLeader".
+1. Boot. A process started `boot_ticks` ticks ago (1 by default) finishes Initializing and is
+   "DiscoverLeader".
    It exits instead if the validator would reject its config
    (KurrentDB.Core/Configuration/ClusterVNodeOptionsValidator.cs): ClusterSize < 1; several
    GossipSeed entries with ClusterSize 1; a seed without a port; ClusterSize > 1 with
@@ -117,7 +118,7 @@ from doubles.process import WATCH_DEBOUNCE, KurrentDBProcess, config_options
 from tls import KeyPair
 
 HTTP_PORT = 2113  # what gossip advertises, whatever port the node's double listens on
-# Simulated seconds per tick without a harness clock: one gossip interval (GossipIntervalMs).
+# One tick is about one KurrentDB gossip interval (GossipIntervalMs defaults to 2000 ms).
 SECONDS_PER_TICK = 2.0
 LEADING = ("Leader", "ResigningLeader")
 FOLLOWING = ("CatchingUp", "Clone", "Follower")  # subscribed to a leader
@@ -231,6 +232,7 @@ class SimNode:
     jitter: int = 0  # bytes its advertised checkpoints trail what it holds (Follower only)
     ready: bool = False  # SystemReady published since it started: /health/live answers 204
     short_ticks: int = 0  # consecutive ticks this leader had too few subscriptions
+    boot_ticks_left: int = 0  # ticks until a starting process is up (rule 1)
     charm_down: bool = False  # stopped by the charm, not serving again yet (invariant b)
     known: dict[str, tuple[NodeState, int | None]] = field(default_factory=dict, repr=False)
 
@@ -361,6 +363,7 @@ class SimCluster:
         lag_jitter_bytes: int = 0,
         seed: int = 0,
         unsafe_allow_surplus_nodes: bool = False,
+        boot_ticks: int = 1,
         clock: Callable[[], float] | None = None,
         watch_delay: float = WATCH_DEBOUNCE,
     ):
@@ -375,6 +378,9 @@ class SimCluster:
         self.dead_member_ticks = dead_member_ticks
         self.lag_jitter_bytes = lag_jitter_bytes
         self.unsafe_allow_surplus_nodes = unsafe_allow_surplus_nodes
+        # Ticks a started process spends Initializing (opening chunks, loading the index)
+        # before it gossips: 1 is the kindest; a real node takes seconds to minutes.
+        self.boot_ticks = boot_ticks
         self._rng = random.Random(seed)
         self.jitter_log: list[int] = []  # every lag jitter drawn, in bytes
         self.nodes: dict[str, SimNode] = {}
@@ -497,6 +503,7 @@ class SimCluster:
             node.node_priority, node.resigned, node.known = node.settings.priority, False, {}
             node.process, node.state, node.leader = "starting", "Initializing", None
             node.ready, node.short_ticks = False, 0
+            node.boot_ticks_left = self.boot_ticks
             node.double.node.instance_id = str(uuid.uuid5(_IDS, f"{name}/{node.starts}"))
             if version:
                 node.double.node.version = version
@@ -624,6 +631,9 @@ class SimCluster:
         return self.breaches[0] if self.breaches else None
 
     def _boot(self, node: SimNode) -> None:
+        node.boot_ticks_left -= 1
+        if node.boot_ticks_left > 0:
+            return
         if node.settings.error:
             self._halt(node, "exited", f"config error: {node.settings.error}")
             return

@@ -232,6 +232,24 @@ def without_kubernetes_api(step: Callable[[Simulation], None]) -> Callable[[Simu
     return action
 
 
+def pods_lingering(
+    seconds: float, step: Callable[[Simulation], None]
+) -> Callable[[Simulation], None]:
+    """The same step, and all that follow, with removed units' pods (and their KurrentDB)
+    running for ``seconds`` after the other units heard relation-departed."""
+
+    def action(sim: Simulation) -> None:
+        sim.pod_linger_seconds = seconds
+        step(sim)
+
+    return action
+
+
+# How long a removed unit's pod outlives it in the scenarios: the unit's stop hook has
+# ended, the StatefulSet is scaled down, Kubernetes deletes the pod, KurrentDB shuts down.
+POD_LINGER_SECONDS = 30.0
+
+
 def steady_load(minutes: float, election: bool = False) -> Callable[[Simulation], Window]:
     """Clients write steadily: followers' lag wavers around CATCH_UP_BYTES (0 to twice it,
     anew each tick). Nothing is scheduled; with ``election``, the KurrentDB leader resigns
@@ -279,6 +297,13 @@ SCENARIOS: dict[str, list[Step]] = {
         ("deploy 1", add_units(1)),
         ("1 -> 5", add_units(4)),
         ("5 -> 1", remove_highest(4)),
+    ],
+    # Juju delivers relation-departed to the remaining units while the departing pods still
+    # run KurrentDB at the larger size (Juju does not wait for the pods to go).
+    "scale 5-3-1, pods linger": [
+        ("deploy 5", add_units(5)),
+        ("5 -> 3", pods_lingering(POD_LINGER_SECONDS, remove_highest(2))),
+        ("3 -> 1", remove_highest(2)),
     ],
     "scale 3-4-5": [
         ("deploy 3", add_units(3)),

@@ -96,3 +96,76 @@ def test_1_to_3_pauses_writes_only_while_the_node_restarts(make_sim):
     grow = run_step(sim, "1 -> 3", lambda s: [s.add_unit() for _ in range(2)] and None)
     assert_safe(grow)
     assert grow.write_unavailable_ticks <= 5, grow
+
+
+@pytest.mark.parametrize("hook_order", ["number", "newest"])
+def test_a_scale_down_waits_for_the_departing_pods_to_go(make_sim, hook_order: str):
+    """The remaining units hear relation-departed while the departing pods still run
+    KurrentDB at size 5 (then at 3): no node restarts into the smaller size until the
+    leader's own gossip shows them gone."""
+    sim = make_sim(hook_order)
+    steps = run(sim, "scale 5-3-1, pods linger")
+    assert_healthy_cluster(sim)
+    for step in steps:
+        assert not step.breaches, step.breaches
+        assert step.lost_writes == 0
+        assert all(n == 1 for n in step.restarts.values()), (step.name, step.restarts)
+
+
+def test_without_the_departure_guard_lingering_pods_break_quorum_safety(make_sim, monkeypatch):
+    """The grant as it was before: decided from the peer reports alone, in which a departed
+    unit no longer appears, so the first remaining node restarts into size 3 beside two
+    size-5 nodes that are leaving but still run."""
+    monkeypatch.setattr(cluster, "leaving_units", lambda members, reports: ())
+    sim = make_sim(strict=False)
+    run(sim, "scale 5-3-1, pods linger")
+    first = sim.cluster.first_breach
+    assert first is not None and first.invariant.startswith("a:"), sim.cluster.breaches
+    assert "@3" in first.detail and "@5" in first.detail, first
+
+
+@pytest.mark.parametrize("hook_order", ["number", "newest"])
+def test_3_to_5_the_old_leader_resigns_lets_a_new_node_join_then_restarts(
+    make_sim, hook_order: str
+):
+    """The last node on size 3 leads: it resigns, a new node joins the size-5 leader as a
+    follower (no surplus exit), and only once it serves does the old leader restart, so
+    the size-5 nodes without it are a quorum throughout."""
+    sim = make_sim(hook_order)
+    run(sim, "deploy 3")
+    leader = sim.cluster.leader()
+    cluster_model = sim.cluster
+    log_from, events_from = len(cluster_model.restart_log), len(cluster_model.events)
+    grow = run_step(sim, "3 -> 5", SCENARIOS["scale 1-3-5-3-1"][2][1])
+    assert not grow.breaches and not grow.process_exits, grow
+    restarts = {node: tick for tick, node, _ in cluster_model.restart_log[log_from:]}
+    assert grow.restart_order[-1] == leader, grow.restart_order
+    assert cluster_model.restart_log[-1][2] != "Leader", "it resigned first"
+    first_new = next(
+        (tick, node)
+        for tick, node, what in cluster_model.events[events_from:]
+        if what == "start" and node in ("kurrentdb/3", "kurrentdb/4")
+    )
+    assert first_new[0] <= restarts[leader], (first_new, restarts)
+    before_restart = next(r for r in cluster_model.history if r.tick == restarts[leader])
+    assert first_new[1] in before_restart.serving_nodes, before_restart
+    assert grow.write_unavailable_ticks == 0
+
+
+@pytest.mark.parametrize("order", ["resign, new node serves, restart", "resign, restart"])
+def test_3_to_5_with_slow_booting_nodes_pauses_writes_only_in_the_old_order(
+    make_sim, monkeypatch, order: str
+):
+    """Nodes that take 8 s (4 ticks) to boot, as a real node with data does: restarting the
+    old leader right after its resign leaves the two size-5 nodes without a quorum until it
+    is back; holding the restart until a new node serves does not."""
+    if order == "resign, restart":
+        monkeypatch.setattr(cluster, "restart_waits_for_new_node", lambda *args: False)
+    sim = make_sim(boot_ticks=4)
+    run(sim, "deploy 3")
+    grow = run_step(sim, "3 -> 5", SCENARIOS["scale 1-3-5-3-1"][2][1])
+    assert not grow.breaches and grow.lost_writes == 0
+    if order == "resign, restart":
+        assert grow.write_unavailable_ticks >= 3, grow
+    else:
+        assert grow.write_unavailable_ticks == 0, grow
