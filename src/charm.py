@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import ops
 
 import credentials
+from backup.capability import Backups
 from cluster_status import app_status, cluster_rows, unit_waiting_status
 from config import CharmConfig, ConfigError, parse_config
 from coordinator import ClusterCoordinator
@@ -79,6 +80,7 @@ class KurrentDBCharm(ops.CharmBase):
         self.metrics = metrics.MetricsEndpoint(self.model, self.topology, self._stored)
         self.dashboards = dashboards.GrafanaDashboards(self.model, self.topology)
         self.logs = logs.LogForwarding(self.model, self.topology, self._stored)
+        self.backups = Backups(self, self.state, self.cluster.health, self._admin_client_now)
         # Failures of this hook's own work, shown by the status path in the same hook.
         # Anything that lasts (bad config, a missing user) the status path finds itself.
         self._problems: list[ops.StatusBase] = []

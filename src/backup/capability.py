@@ -1,0 +1,268 @@
+"""The backup capability as the charm sees it: the storage relations and the backup actions.
+
+`Backups` is built once in the charm's `__init__`; it observes its own actions:
+- `create-backup` backs up this unit's node, online: a caught-up Follower is the source
+  KurrentDB's docs recommend ("ensure that the node you choose to back up is up to date
+  and connected to the cluster", docs/server/operations/backup.md), so on the leader of a
+  multi-node cluster it fails naming the followers unless `force=true`. A scavenge must not
+  run during a file-copy backup (same page): auto-scavenge is paused and a node scavenge
+  stopped first, and auto-scavenge resumed afterwards, whatever happened.
+- `list-backups` lists every backup under the related bucket and path, other clusters'
+  included, so that a new cluster can find an old one's backups.
+Action results carry no secret, and a storage failure only its error code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import ops
+
+from backup.relations import BackupStorage
+from backup.settings import StorageNotReady
+
+if TYPE_CHECKING:
+    from backup.engine import BackupSummary
+    from backup.manifest import SourceInfo
+    from kurrentdb_api import KurrentDBClient
+    from node import NodeHealth
+    from state import CharmState
+
+logger = logging.getLogger(__name__)
+
+# How long the action waits for auto-scavenge to finish pausing (it stops the node
+# scavenge it runs first).
+SCAVENGE_PAUSE_TIMEOUT = 60.0
+SCAVENGE_POLL_SECONDS = 2.0
+LIST_FORMATS = ("table", "json")
+_TABLE_COLUMNS = (
+    ("id", "backup_id"),
+    ("state", "state"),
+    ("finished", "finished_at"),
+    ("application", "application"),
+    ("model", "model"),
+    ("unit", "unit"),
+    ("kurrentdb", "kurrentdb_version"),
+    ("size", "size"),
+    ("new-bytes", "new_bytes"),
+)
+
+
+class BackupRefusedError(Exception):
+    """This unit cannot take a backup now; the message says why and what to do."""
+
+
+class Backups(ops.Object):
+    """Backups of this unit's node to the related object storage."""
+
+    def __init__(
+        self,
+        charm: ops.CharmBase,
+        state: CharmState,
+        health: Callable[[], NodeHealth],
+        admin_client: Callable[[], KurrentDBClient],
+    ):
+        super().__init__(charm, "backups")
+        self._charm = charm
+        self._state = state
+        self._health = health
+        self._admin_client = admin_client
+        self.storage = BackupStorage(charm)
+        charm.framework.observe(charm.on.create_backup_action, self._on_create_backup)
+        charm.framework.observe(charm.on.list_backups_action, self._on_list_backups)
+
+    # --- create-backup ------------------------------------------------------------------
+
+    def _on_create_backup(self, event: ops.ActionEvent) -> None:
+        from backup import engine, layout
+        from backup.store import StorageError
+
+        force = event.params.get("force") is True
+        try:
+            store = self.storage.store()
+            data_dir = self._data_dir()
+            info = self._source_info(force)
+        except (StorageNotReady, BackupRefusedError) as refused:
+            event.fail(str(refused))
+            return
+        try:
+            with self._scavenge_paused(event.log):
+                result = engine.create_backup(store, data_dir, info, event.log)
+        except StorageError as e:
+            event.fail(
+                f"the object storage failed the backup ({e.code}); no backup was recorded "
+                "and the node kept serving; run create-backup again"
+            )
+            return
+        except engine.PathOwnedError as e:
+            event.fail(str(e))
+            return
+        except layout.BackupSourceError as e:
+            event.fail(f"the data directory cannot be backed up: {e}")
+            return
+        except BackupRefusedError as refused:
+            event.fail(str(refused))
+            return
+        event.set_results(
+            {
+                "backup-id": result.backup_id,
+                "files": result.files,
+                "bytes-total": result.bytes_total,
+                "bytes-uploaded": result.bytes_uploaded,
+                "seconds": round(result.seconds, 1),
+                "downtime-seconds": 0,  # online: the node serves throughout
+            }
+        )
+
+    def _data_dir(self) -> Path:
+        storages = self._charm.model.storages.get("data")
+        if not storages:
+            raise BackupRefusedError("the data volume is not attached to this unit yet")
+        # The charm container sees the workload's volume at the storage's location.
+        return Path(storages[0].location)
+
+    def _source_info(self, force: bool) -> SourceInfo:
+        from backup.manifest import SourceInfo
+
+        health = self._health()
+        if health.info is None:
+            raise BackupRefusedError(
+                f"this unit's KurrentDB does not answer ({health.problem or 'not running'}); "
+                "run create-backup on a unit whose node serves"
+            )
+        role = health.info.state
+        followers = self._caught_up_followers()
+        if role == "Leader" and followers and not force:
+            raise BackupRefusedError(
+                "this node is the KurrentDB leader: back up a follower instead "
+                f"({', '.join(followers)}), or run with force=true"
+            )
+        if role not in ("Leader", "Follower", "ReadOnlyReplica"):
+            raise BackupRefusedError(
+                f"this node is {role}, not serving: run create-backup on "
+                f"{', '.join(followers) or 'a unit whose node serves'}"
+            )
+        if role != "Leader" and not health.caught_up and not force:
+            raise BackupRefusedError(
+                "this node is behind the leader: run create-backup on a caught-up follower "
+                f"({', '.join(followers) or 'none now'}), or run with force=true"
+            )
+        model = self._charm.model
+        return SourceInfo(
+            kurrentdb_version=health.info.db_version,
+            cluster=self._charm.app.name,
+            application=self._charm.app.name,
+            unit=self._charm.unit.name,
+            model=model.name,
+            model_uuid=model.uuid,
+            charm_revision=0,  # Juju does not tell a charm its own revision
+        )
+
+    def _caught_up_followers(self) -> list[str]:
+        reports = self._state.unit_reports()
+        me = self._charm.unit.name
+        return [
+            u for u, r in sorted(reports.items()) if u != me and r.serving and r.role != "Leader"
+        ]
+
+    @contextlib.contextmanager
+    def _scavenge_paused(self, log: Callable[[str], None]) -> Iterator[None]:
+        """No scavenge runs on this node while the body runs; auto-scavenge resumes after."""
+        from kurrentdb_api import KurrentDBError
+
+        client = self._admin_client()
+        paused_here = False
+        try:
+            if client.auto_scavenge_enabled():
+                if client.auto_scavenge_status().state not in ("Paused", "Pausing"):
+                    paused_here = True
+                    log("pausing auto-scavenge for the backup")
+                    client.pause_auto_scavenge()
+                self._wait_auto_scavenge_paused(client)
+            stopped = client.stop_scavenge()
+            if stopped is not None:
+                log(f"stopped scavenge {stopped} on this node for the backup")
+        except KurrentDBError as e:
+            with contextlib.suppress(KurrentDBError):
+                if paused_here:
+                    client.resume_auto_scavenge()
+            raise BackupRefusedError(
+                f"cannot make sure no scavenge runs ({e}); a backup during a scavenge is not "
+                "consistent: run create-backup again"
+            ) from None
+        try:
+            yield
+        finally:
+            if paused_here:
+                try:
+                    client.resume_auto_scavenge()
+                    log("auto-scavenge resumed")
+                except KurrentDBError as e:
+                    logger.warning("Resuming auto-scavenge failed: %s", e)
+                    log("could not resume auto-scavenge: POST /auto-scavenge/resume by hand")
+
+    @staticmethod
+    def _wait_auto_scavenge_paused(client: KurrentDBClient) -> None:
+        deadline = time.monotonic() + SCAVENGE_PAUSE_TIMEOUT
+        while client.auto_scavenge_status().state != "Paused":
+            if time.monotonic() >= deadline:
+                raise BackupRefusedError(
+                    "auto-scavenge did not pause within a minute (a scavenge is stopping); "
+                    "run create-backup again shortly"
+                )
+            time.sleep(SCAVENGE_POLL_SECONDS)
+
+    # --- list-backups -------------------------------------------------------------------
+
+    def _on_list_backups(self, event: ops.ActionEvent) -> None:
+        from backup import engine
+        from backup.store import StorageError
+
+        output = event.params.get("format", "table")
+        if output not in LIST_FORMATS:
+            event.fail(f"format must be one of {', '.join(LIST_FORMATS)}")
+            return
+        try:
+            backups = engine.list_backups(self.storage.store())
+        except StorageNotReady as not_ready:
+            event.fail(str(not_ready))
+            return
+        except StorageError as e:
+            event.fail(f"the object storage failed the listing ({e.code})")
+            return
+        if output == "json":
+            rows = [_row(b) for b in backups]
+            event.set_results({"backups": json.dumps(rows, sort_keys=True)})
+        else:
+            event.set_results({"backups": _table(backups)})
+
+
+def _row(summary: BackupSummary) -> dict[str, object]:
+    row = {name: getattr(summary, field) for name, field in _TABLE_COLUMNS}
+    row["started"] = summary.started_at
+    if summary.reason:
+        row["reason"] = summary.reason
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def _table(backups: list[BackupSummary]) -> str:
+    header = tuple(name for name, _ in _TABLE_COLUMNS)
+    lines = [header]
+    for summary in backups:
+        lines.append(
+            tuple(
+                "-" if getattr(summary, f) is None else str(getattr(summary, f))
+                for _, f in _TABLE_COLUMNS
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

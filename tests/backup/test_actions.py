@@ -1,0 +1,210 @@
+"""The backup actions as a user runs them: `juju run kurrentdb/1 create-backup`, `list-backups`.
+
+Scenario runs the charm with an s3-parameters relation (s3-integrator's v0 data) pointing
+at a real S3 server (moto, started once per session), the KurrentDB double answering the
+charm's API calls, and a synthetic KurrentDB data directory on the `data` storage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import backends
+import pytest
+from datadir import DataDirSpec, SyntheticDataDir
+from ops import testing
+from scenario_fixtures import unit_state
+from secret_forms import encodings
+from unit.conftest import (  # noqa: F401 (fixtures)
+    ctx,
+    internal_ca,
+    kurrentdb,
+    no_waiting,
+    pod_environment,
+    pod_labels,
+    volumes,
+)
+
+from backup import engine
+from backup.s3 import S3Store
+
+MIB = 2**20
+FQDN = "kurrentdb-{}.kurrentdb-endpoints.prod.svc.cluster.local"
+
+
+def s3_relation(server, bucket: str, **overrides: str) -> testing.Relation:
+    """s3-integrator's (v0) app data: plain keys, credentials included."""
+    data = {
+        "bucket": bucket,
+        "access-key": server.access_key,
+        "secret-key": server.secret_key,
+        "endpoint": server.endpoint,
+        "region": "us-east-1",
+        "path": backends.PATH,
+        "s3-uri-style": "path",
+    }
+    return testing.Relation("s3-parameters", remote_app_name="s3", remote_app_data=data | overrides)
+
+
+@pytest.fixture
+def bucket(moto_server):
+    with backends.fresh_bucket(moto_server) as name:
+        yield name
+
+
+def peer_report(n: int, role: str) -> dict[str, str]:
+    return {
+        "address": FQDN.format(n),
+        "started": "true",
+        "has-data": "true",
+        "running-members": json.dumps([f"kurrentdb/{i}" for i in range(3)]),
+        "role": role,
+        "caught-up": "true",
+    }
+
+
+def gossip(kurrentdb, roles: dict[int, str]) -> list[dict]:
+    """The double's /gossip: these nodes alive, in sync, in these roles."""
+    base = kurrentdb.node.gossip_json()
+    return [
+        base
+        | {
+            "state": role,
+            "httpEndPointIp": FQDN.format(n),
+            "internalHttpEndPointIp": FQDN.format(n),
+            "instanceId": f"00000000-0000-0000-0000-00000000000{n}",
+        }
+        for n, role in roles.items()
+    ]
+
+
+def backup_state(ctx, volumes, ca, relation, role="Follower", peers=None, data=True):
+    """A member of a 3-node cluster whose node has the given role, a data directory on its
+    storage (as the charm container sees it) and the storage relation."""
+    state = unit_state(volumes, ca, leader=False)
+    peer = next(iter(state.relations))
+    peer = dataclasses.replace(
+        peer,
+        local_unit_data=peer_report(0, role),
+        peers_data=peers or {1: peer_report(1, "Leader"), 2: peer_report(2, "Follower")},
+    )
+    relations = {peer} if relation is None else {peer, relation}
+    state = dataclasses.replace(state, relations=relations)
+    if data:
+        root = next(iter(state.storages)).get_filesystem(ctx)
+        SyntheticDataDir.create(root, DataDirSpec(total_size=24 * MIB, chunk_size=8 * MIB))
+    return state
+
+
+@pytest.fixture
+def follower_state(ctx, volumes, internal_ca, kurrentdb, moto_server, bucket):
+    """kurrentdb/0, an in-sync Follower of a 3-node cluster, related to the moto bucket."""
+    kurrentdb.state = "Follower"
+    kurrentdb.members = gossip(kurrentdb, {0: "Follower", 1: "Leader", 2: "Follower"})
+    return backup_state(ctx, volumes, internal_ca, s3_relation(moto_server, bucket))
+
+
+def test_create_backup_without_a_storage_relation_says_what_to_relate(
+    ctx, volumes, internal_ca, kurrentdb
+):
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("create-backup"), backup_state(ctx, volumes, internal_ca, None))
+    assert "relate s3-integrator" in failed.value.message
+
+
+def test_a_follower_backs_up_online_and_list_backups_shows_it(
+    ctx, kurrentdb, moto_server, bucket, follower_state
+):
+    state = follower_state
+    ctx.run(ctx.on.action("create-backup"), state)
+    results = dict(ctx.action_results or {})
+    assert results["downtime-seconds"] == 0
+    # The active chunk's preallocated zeros compress: less goes up than the files hold.
+    assert 16 * MIB < int(results["bytes-uploaded"]) <= int(results["bytes-total"])
+    assert any("complete" in line for line in ctx.action_logs)
+    # The manifest is in the bucket, under the relation's path, and names this unit.
+    store = S3Store(backends.s3_settings(moto_server, bucket))
+    manifest = engine.load_manifest(store, results["backup-id"])
+    assert manifest.source.unit == "kurrentdb/0"
+    assert manifest.source.kurrentdb_version == kurrentdb.node.version
+
+    ctx.run(ctx.on.action("list-backups", params={"format": "json"}), state)
+    rows = json.loads(ctx.action_results["backups"])
+    assert [(r["id"], r["state"], r["unit"]) for r in rows] == [
+        (results["backup-id"], "complete", "kurrentdb/0")
+    ]
+    ctx.run(ctx.on.action("list-backups"), state)
+    table = ctx.action_results["backups"].splitlines()
+    assert table[0].split()[:2] == ["id", "state"]
+    assert table[1].split()[:2] == [results["backup-id"], "complete"]
+
+
+def test_a_second_backup_uploads_only_what_changed(
+    ctx, kurrentdb, moto_server, bucket, follower_state
+):
+    state = follower_state
+    ctx.run(ctx.on.action("create-backup"), state)
+    first = dict(ctx.action_results or {})
+    ctx.run(ctx.on.action("create-backup"), state)
+    second = dict(ctx.action_results or {})
+    assert second["backup-id"] != first["backup-id"]
+    assert int(second["bytes-uploaded"]) < int(first["bytes-total"]) // 10
+
+
+def test_the_kurrentdb_leader_refuses_unless_forced(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket
+):
+    kurrentdb.state = "Leader"
+    kurrentdb.members = gossip(kurrentdb, {0: "Leader", 1: "Follower", 2: "Follower"})
+    peers = {1: peer_report(1, "Follower"), 2: peer_report(2, "Follower")}
+    state = backup_state(
+        ctx, volumes, internal_ca, s3_relation(moto_server, bucket), role="Leader", peers=peers
+    )
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("create-backup"), state)
+    assert "kurrentdb/1, kurrentdb/2" in failed.value.message
+    assert "force=true" in failed.value.message
+    ctx.run(ctx.on.action("create-backup", params={"force": True}), state)
+    assert ctx.action_results["backup-id"]
+
+
+def test_scavenging_pauses_for_the_backup_and_resumes_after(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket
+):
+    kurrentdb.state = "Follower"
+    kurrentdb.members = gossip(kurrentdb, {0: "Follower", 1: "Leader", 2: "Follower"})
+    kurrentdb.auto_scavenge.enabled = True
+    kurrentdb.auto_scavenge.status = "Waiting"
+    kurrentdb.auto_scavenge.schedule = "0 36 1 * * *"
+    state = backup_state(ctx, volumes, internal_ca, s3_relation(moto_server, bucket))
+    ctx.run(ctx.on.action("create-backup"), state)
+    assert any("pausing auto-scavenge" in line for line in ctx.action_logs)
+    assert any("auto-scavenge resumed" in line for line in ctx.action_logs)
+    assert kurrentdb.auto_scavenge.status == "Waiting"
+
+
+def test_a_storage_failure_fails_with_its_code_and_no_secret(
+    ctx, volumes, internal_ca, kurrentdb, moto_server
+):
+    kurrentdb.state = "Follower"
+    kurrentdb.members = gossip(kurrentdb, {0: "Follower", 1: "Leader", 2: "Follower"})
+    secret = "a-distinctive-secret-key-0123456789"
+    relation = s3_relation(moto_server, "no-such-bucket-here", **{"secret-key": secret})
+    state = backup_state(ctx, volumes, internal_ca, relation)
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("create-backup"), state)
+    message = failed.value.message
+    assert "(NoSuchBucket)" in message, message
+    for form in encodings(secret) | encodings(moto_server.access_key):
+        assert form not in message
+        assert all(form not in line for line in ctx.action_logs)
+
+
+def test_a_hook_without_a_backup_imports_no_storage_library(ctx, volumes, internal_ca, kurrentdb):
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith(("boto3", "botocore", "azure"))]:
+        del sys.modules[name]
+    ctx.run(ctx.on.update_status(), backup_state(ctx, volumes, internal_ca, None, data=False))
+    assert not [m for m in sys.modules if m.startswith(("boto3", "botocore", "azure.storage"))]
