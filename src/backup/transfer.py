@@ -10,11 +10,10 @@ zeros and shrinks to a few kilobytes.
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO, TypeVar, cast
+from typing import TypeVar
 
 from backup.manifest import Block, blob_key
 from backup.store import ObjectStore, StorageError
@@ -80,38 +79,10 @@ def put_block(
     key = blob_key(block.sha256, block.compression)
     if with_retries(lambda: store.size_of(key), sleep) == len(payload):
         return block, 0
-    with_retries(lambda: store.upload(key, io.BytesIO(payload)), sleep)
+    # One request per block: blocks are no larger than a multipart part anyway.
+    data_to_store = bytes(payload)
+    with_retries(lambda: store.put_bytes(key, data_to_store), sleep)
     return block, len(payload)
-
-
-class BoundedSink(io.RawIOBase):
-    """Collects at most ``limit`` bytes, then only notes that more came.
-
-    An oversized object so cannot fill memory; it never raises, since a backend may pass
-    on what a sink raises as something else.
-    """
-
-    def __init__(self, limit: int):
-        super().__init__()
-        self._buffer = bytearray()
-        self._limit = limit
-        self.overflowed = False
-
-    def writable(self) -> bool:
-        """A sink is written to."""
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        """Take ``data``, or only note it when it would pass the limit."""
-        if len(self._buffer) + len(data) > self._limit:
-            self.overflowed = True
-        else:
-            self._buffer += data
-        return len(data)
-
-    def getvalue(self) -> bytes:
-        """What was collected."""
-        return bytes(self._buffer)
 
 
 class BlockError(Exception):
@@ -119,17 +90,17 @@ class BlockError(Exception):
 
 
 def fetch_block(store: ObjectStore, block: Block, sleep: Sleep = time.sleep) -> bytes:
-    """A block's original bytes, checked against its size and sha256."""
+    """A block's original bytes, checked against its size and sha256.
 
-    def download() -> BoundedSink:
-        sink = BoundedSink(block.size)
-        store.download(block.key, cast(BinaryIO, sink))
-        return sink
-
-    sink = with_retries(download, sleep)
-    if sink.overflowed:
-        raise BlockError(f"object {block.key} is larger than the block it holds")
-    payload = sink.getvalue()
+    One bounded read: a stored block is never larger than the block (compression is kept
+    only when it shrinks it), so a larger object is refused before it can fill memory.
+    """
+    try:
+        payload = with_retries(lambda: store.get_bytes(block.key, block.size), sleep)
+    except StorageError as e:
+        if e.code == "TooLarge":
+            raise BlockError(f"object {block.key} is larger than the block it holds") from None
+        raise
     if block.compression == "zlib":
         inflater = zlib.decompressobj()
         try:

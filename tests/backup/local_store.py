@@ -152,25 +152,32 @@ class FailingStore(PassThrough):
 
 
 class FlakyStore(FailingStore):
-    """Fails the first ``per_key`` uploads of each key transiently, then lets them through."""
+    """Fails the first ``per_key`` writes of each key transiently, then lets them through."""
 
     def __init__(self, inner: ObjectStore, per_key: int = 1):
         super().__init__(inner, budget=1 << 62)
         self.per_key = per_key
         self._seen: dict[str, int] = {}
 
-    def upload(self, key: str, source: BinaryIO) -> None:
+    def _spend(self, size: int, key: str = "") -> None:
         with self._lock:
             attempts = self._seen.get(key, 0)
             self._seen[key] = attempts + 1
-        if attempts < self.per_key:
-            self.failures += 1
-            raise StorageError("SlowDown", transient=True)
+            if attempts < self.per_key:
+                self.failures += 1
+                raise StorageError("SlowDown", transient=True)
+
+    def upload(self, key: str, source: BinaryIO) -> None:
+        self._spend(0, key)
         self.inner.upload(key, source)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._spend(0, key)
+        self.inner.put_bytes(key, data)
 
 
 class Recording(PassThrough):
-    """Remembers which keys were uploaded, and how many bytes each."""
+    """Remembers which keys were written (either way), and how many bytes each."""
 
     def __init__(self, inner: ObjectStore):
         super().__init__(inner)
@@ -182,3 +189,8 @@ class Recording(PassThrough):
         with self._lock:
             self.uploads.append((key, len(data)))
         self.inner.upload(key, io.BytesIO(data))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self.uploads.append((key, len(data)))
+        self.inner.put_bytes(key, data)

@@ -53,8 +53,16 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
+def local(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "bucket")
+
+
+@pytest.fixture(params=["local", "moto", "radosgw", "azurite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """The local store, then a fresh store on each real server (tests/backup/conftest.py)."""
+    if request.param == "local":
+        return LocalStore(tmp_path / "bucket")
+    return request.getfixturevalue(f"{request.param}_store")
 
 
 @pytest.fixture
@@ -102,7 +110,7 @@ def restored_equals_source(source: Path, restored: Path) -> None:
 
 
 def test_backup_then_download_gives_the_same_tree(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    store: ObjectStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
     result = backup(store, node)
     manifest = load_manifest(store, result.backup_id)
@@ -116,9 +124,9 @@ def test_backup_then_download_gives_the_same_tree(
 
 
 def test_the_active_chunks_zero_tail_costs_next_to_nothing(
-    store: LocalStore, node: SyntheticDataDir
+    local: LocalStore, node: SyntheticDataDir
 ) -> None:
-    result = backup(store, node)
+    result = backup(local, node)
     active = node.root / chunk_name(2)
     written = node.writer - 2 * node.chunk_size
     # Everything but the zeros after the writer is uploaded once; the zeros compress away.
@@ -129,42 +137,45 @@ def test_the_active_chunks_zero_tail_costs_next_to_nothing(
 
 
 def test_records_past_the_writer_checkpoint_are_not_backed_up(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    local: LocalStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
     # The node wrote past what writer.chk says (not flushed yet when the backup read it).
     active = node.root / chunk_name(2)
-    local = node.writer - 2 * node.chunk_size
+    written = node.writer - 2 * node.chunk_size
     with active.open("r+b") as f:
-        f.seek(HEADER_SIZE + local)
+        f.seek(HEADER_SIZE + written)
         f.write(b"\xff" * 4096)
-    result = backup(store, node)
+    result = backup(local, node)
     staging = tmp_path / "staging"
-    download_and_verify(store, load_manifest(store, result.backup_id), staging, [].append)
+    download_and_verify(local, load_manifest(local, result.backup_id), staging, [].append)
     restored = (staging / chunk_name(2)).read_bytes()
     original = active.read_bytes()
-    assert restored[: HEADER_SIZE + local] == original[: HEADER_SIZE + local]
-    assert restored[HEADER_SIZE + local :] == bytes(len(original) - HEADER_SIZE - local)
+    assert restored[: HEADER_SIZE + written] == original[: HEADER_SIZE + written]
+    assert restored[HEADER_SIZE + written :] == bytes(len(original) - HEADER_SIZE - written)
 
 
 def test_a_second_backup_after_one_more_chunk_uploads_only_what_changed(
-    node: SyntheticDataDir, tmp_path: Path
+    store: ObjectStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
-    store = Recording(LocalStore(tmp_path / "bucket"))
+    recording = Recording(store)
     clock = Clock()
-    first = backup(store, node, clock)
-    first_keys = {key for key, _ in store.uploads}
-    store.uploads.clear()
+    first = backup(recording, node, clock)
+    first_keys = {key for key, _ in recording.uploads}
+    recording.uploads.clear()
     appended_from = node.writer
     node.append_chunk()
     appended = node.writer - appended_from
-    second = backup(store, node, clock)
+    second = backup(recording, node, clock)
 
     # The new records must go up; at most one block on either side of them more, and the
     # indexmap and checkpoints; never a block the first backup stored.
     assert appended <= second.bytes_uploaded <= appended + 2 * BLOCK_SIZE + 64 * 1024
-    assert not first_keys & {key for key, _ in store.uploads}
+    assert not first_keys & {key for key, _ in recording.uploads}
+    assert (
+        sum(n for key, n in recording.uploads if key.startswith("blobs/")) == second.bytes_uploaded
+    )
     assert second.bytes_total > first.bytes_total
-    assert len(list_backups(store)) == 2
+    assert len(list_backups(recording)) == 2
 
     staging = tmp_path / "staging"
     download_and_verify(store, load_manifest(store, second.backup_id), staging, [].append)
@@ -172,26 +183,26 @@ def test_a_second_backup_after_one_more_chunk_uploads_only_what_changed(
 
 
 def test_another_units_backup_of_the_same_data_uploads_nothing_new(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    local: LocalStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
-    backup(store, node)
+    backup(local, node)
     copy = SyntheticDataDir(tmp_path / "unit0", node.spec)
     shutil.copytree(node.root, copy.root)
-    second = backup(store, copy, info=source(unit="kurrentdb/0"))
+    second = backup(local, copy, info=source(unit="kurrentdb/0"))
     # Only the small files that are not content-addressed duplicates: none, the data is equal.
     assert second.bytes_uploaded == 0
 
 
 def test_a_corrupted_object_fails_verification_naming_the_file(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    store: ObjectStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
     result = backup(store, node)
     manifest = load_manifest(store, result.backup_id)
     entry = next(e for e in manifest.files if e.path == chunk_name(1))
-    blob = store.root / entry.blocks[1].key
-    data = bytearray(blob.read_bytes())
+    key = entry.blocks[1].key
+    data = bytearray(store.get_bytes(key, BLOCK_SIZE))
     data[100] ^= 0xFF
-    blob.write_bytes(bytes(data))
+    store.put_bytes(key, bytes(data))
     staging = tmp_path / "staging"
     with pytest.raises(VerificationError) as caught:
         download_and_verify(store, manifest, staging, [].append, sleep=no_sleep)
@@ -201,47 +212,47 @@ def test_a_corrupted_object_fails_verification_naming_the_file(
 
 
 def test_a_missing_object_fails_verification_naming_the_file(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    store: ObjectStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
     result = backup(store, node)
     manifest = load_manifest(store, result.backup_id)
     entry = next(e for e in manifest.files if e.path.startswith("index/") and e.blocks)
-    (store.root / entry.blocks[0].key).unlink()
+    store.delete(entry.blocks[0].key)
     with pytest.raises(VerificationError, match=f"{entry.path}: object .* is missing") as caught:
         download_and_verify(store, manifest, tmp_path / "staging", [].append, sleep=no_sleep)
     assert caught.value.path == entry.path
 
 
 def test_a_truncated_or_oversized_object_fails_verification(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    store: ObjectStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
     result = backup(store, node)
     manifest = load_manifest(store, result.backup_id)
     entry = next(e for e in manifest.files if e.path == chunk_name(0))
-    blob = store.root / entry.blocks[0].key
-    original = blob.read_bytes()
+    key = entry.blocks[0].key
+    original = store.get_bytes(key, BLOCK_SIZE)
     for tampered in (original[:-1], original + b"x"):
-        blob.write_bytes(tampered)
+        store.put_bytes(key, tampered)
         with pytest.raises(VerificationError) as caught:
             download_and_verify(store, manifest, tmp_path / "staging", [].append, sleep=no_sleep)
         assert caught.value.path == chunk_name(0)
 
 
 def test_download_refuses_a_staging_directory_in_use(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    local: LocalStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
-    result = backup(store, node)
+    result = backup(local, node)
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "keep").write_text("mine")
     with pytest.raises(VerificationError, match="not empty"):
-        download_and_verify(store, load_manifest(store, result.backup_id), staging, [].append)
+        download_and_verify(local, load_manifest(local, result.backup_id), staging, [].append)
     assert (staging / "keep").read_text() == "mine"
 
 
 @pytest.mark.parametrize("transient", [True, False])
 def test_storage_failing_half_way_leaves_no_manifest(
-    store: LocalStore, node: SyntheticDataDir, transient: bool
+    store: ObjectStore, node: SyntheticDataDir, transient: bool
 ) -> None:
     failing = FailingStore(store, budget=20 * MiB, transient=transient)
     with pytest.raises(StorageError) as caught:
@@ -256,25 +267,25 @@ def test_storage_failing_half_way_leaves_no_manifest(
 
 
 def test_transient_failures_are_retried(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    local: LocalStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
-    flaky = FlakyStore(store, per_key=2)
+    flaky = FlakyStore(local, per_key=2)
     result = backup(flaky, node)
     assert flaky.failures > 0
     download_and_verify(
-        store, load_manifest(store, result.backup_id), tmp_path / "staging", [].append
+        local, load_manifest(local, result.backup_id), tmp_path / "staging", [].append
     )
     restored_equals_source(node.root, tmp_path / "staging")
 
 
-def test_retries_are_bounded(store: LocalStore, node: SyntheticDataDir) -> None:
-    flaky = FlakyStore(store, per_key=100)
+def test_retries_are_bounded(local: LocalStore, node: SyntheticDataDir) -> None:
+    flaky = FlakyStore(local, per_key=100)
     with pytest.raises(StorageError, match="SlowDown"):
         backup(flaky, node)
-    assert flaky.failures <= 4 * engine.IN_FLIGHT + 4
+    assert flaky.failures <= 4 * engine.UPLOAD_IN_FLIGHT + 4
 
 
-def test_list_shows_every_backup_newest_first(store: LocalStore, node: SyntheticDataDir) -> None:
+def test_list_shows_every_backup_newest_first(store: ObjectStore, node: SyntheticDataDir) -> None:
     clock = Clock()
     first = backup(store, node, clock)
     node.grow_active(MiB)
@@ -290,29 +301,29 @@ def test_list_shows_every_backup_newest_first(store: LocalStore, node: Synthetic
 
 
 def test_a_malformed_manifest_is_listed_as_unreadable_and_never_restored(
-    store: LocalStore, node: SyntheticDataDir
+    local: LocalStore, node: SyntheticDataDir
 ) -> None:
-    result = backup(store, node)
-    store.put_bytes(
+    result = backup(local, node)
+    local.put_bytes(
         manifest_key(result.backup_id), b'{"kind": "kurrentdb-backup-manifest", "schema": 9}'
     )
-    (summary,) = list_backups(store)
+    (summary,) = list_backups(local)
     assert summary.state == "unreadable"
     assert "schema 9" in (summary.reason or "")
     with pytest.raises(engine.ManifestError):
-        load_manifest(store, result.backup_id)
+        load_manifest(local, result.backup_id)
 
 
-def test_foreign_keys_under_backups_are_ignored(store: LocalStore, node: SyntheticDataDir) -> None:
-    store.put_bytes("backups/20261202T010000Z-abcdef/nested/manifest.json", b"{}")
-    store.put_bytes("backups/not-an-id/manifest.json", b"{}")
-    assert list_backups(store) == []
+def test_foreign_keys_under_backups_are_ignored(local: LocalStore, node: SyntheticDataDir) -> None:
+    local.put_bytes("backups/20261202T010000Z-abcdef/nested/manifest.json", b"{}")
+    local.put_bytes("backups/not-an-id/manifest.json", b"{}")
+    assert list_backups(local) == []
     with pytest.raises(BackupNotFoundError, match="looks like"):
-        load_manifest(store, "../owner.json")
+        load_manifest(local, "../owner.json")
 
 
 def test_another_application_may_not_write_into_an_owned_path(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    store: ObjectStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
     result = backup(store, node)
     with pytest.raises(PathOwnedError, match="'kurrentdb' of model 'prod'"):
@@ -324,25 +335,25 @@ def test_another_application_may_not_write_into_an_owned_path(
     )
 
 
-def test_a_malformed_owner_marker_blocks_writing(store: LocalStore, node: SyntheticDataDir) -> None:
-    store.put_bytes("owner.json", b"not json")
+def test_a_malformed_owner_marker_blocks_writing(local: LocalStore, node: SyntheticDataDir) -> None:
+    local.put_bytes("owner.json", b"not json")
     with pytest.raises(PathOwnedError, match="not this charm's marker"):
-        backup(store, node)
-    assert list(store.list("backups/")) == []
+        backup(local, node)
+    assert list(local.list("backups/")) == []
 
 
 def test_progress_is_a_line_every_few_percent(
-    store: LocalStore, node: SyntheticDataDir, tmp_path: Path
+    local: LocalStore, node: SyntheticDataDir, tmp_path: Path
 ) -> None:
     lines: list[str] = []
-    result = backup(store, node, lines=lines)
+    result = backup(local, node, lines=lines)
     percents = [int(line.split(": ")[1].split("%")[0]) for line in lines if "%" in line]
     assert 5 <= len(percents) <= 20
     assert percents == sorted(set(percents))
     assert lines[-1].startswith(f"backup {result.backup_id}: complete")
     downloads: list[str] = []
     download_and_verify(
-        store, load_manifest(store, result.backup_id), tmp_path / "s", downloads.append
+        local, load_manifest(local, result.backup_id), tmp_path / "s", downloads.append
     )
     assert 5 <= len(downloads) <= 21
 
@@ -366,17 +377,17 @@ def test_no_manifest_is_written_before_the_files(node: SyntheticDataDir, tmp_pat
     assert order[-1] == manifest_key(result.backup_id)
 
 
-def test_memory_stays_bounded_whatever_the_chunk_size(store: LocalStore, tmp_path: Path) -> None:
+def test_memory_stays_bounded_whatever_the_chunk_size(local: LocalStore, tmp_path: Path) -> None:
     spec = DataDirSpec(total_size=160 * MiB, chunks=2, chunk_size=96 * MiB, active_fill=0.9, seed=5)
     node = SyntheticDataDir.create(tmp_path / "big", spec)
     tracemalloc.start()
     try:
-        backup(store, node)
+        backup(local, node)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     # A few blocks in flight (measured: 52 MiB), never a whole 96 MiB chunk.
-    assert peak < (engine.IN_FLIGHT + 2) * BLOCK_SIZE < node.chunk_size
+    assert peak < (engine.UPLOAD_IN_FLIGHT + 2) * BLOCK_SIZE < node.chunk_size
 
 
 def test_a_hook_importing_the_engine_pays_for_no_storage_client() -> None:

@@ -1,0 +1,277 @@
+"""The backup engine against a real S3 server: throughput next to plain boto3, memory, and
+what an incremental backup uploads.
+
+For each dataset size (a synthetic KurrentDB data directory, `tests/backup/datadir.py`:
+256 MiB chunks, the last one active and half full, index files about 5%):
+
+- backup: `engine.create_backup` into an empty path, in a child process (its peak RSS is the
+  child's ``ru_maxrss``); throughput = dataset bytes / seconds;
+- download: `engine.download_and_verify` of that backup, in a child process;
+- baseline: the same files with plain boto3 (``upload_file`` / ``download_file``, boto3's
+  default transfer settings: 8 MiB parts, 10 threads), in a child process;
+- ratio = engine throughput / boto3 throughput (target >= 0.8);
+- on the largest size, incremental: 1% of the dataset appended to the log, backed up
+  again; bytes uploaded as a share of the dataset (target < 3%).
+
+Targets (issue #10): peak RSS of the backup < 200 MB and flat across sizes.
+
+Run: `.venv/bin/python bench/backup.py [--server radosgw|moto] [--sizes 0.5,2]`.
+Prints numbers; asserts nothing. The servers come from tests/backup/servers.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "lib"), str(ROOT / "tests" / "backup")]
+
+GiB = 1 << 30
+MiB = 1 << 20
+CHUNK = 256 * MiB
+BUCKET = "bench"
+
+
+# -- what the child processes run ----------------------------------------------------------
+
+
+def _settings(path: str) -> Any:
+    from backup.settings import S3Settings
+
+    return S3Settings(
+        bucket=BUCKET,
+        access_key=os.environ["BENCH_ACCESS_KEY"],
+        secret_key=os.environ["BENCH_SECRET_KEY"],
+        endpoint=os.environ["BENCH_ENDPOINT"],
+        path=path,
+        uri_style="path",
+    )
+
+
+def _boto3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["BENCH_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=os.environ["BENCH_ACCESS_KEY"],
+        aws_secret_access_key=os.environ["BENCH_SECRET_KEY"],
+        # Needed by radosgw (see src/backup/s3.py); the rest is boto3's defaults.
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def _source() -> Any:
+    from sources import SOURCE
+
+    return SOURCE
+
+
+def child(command: str, args: list[str]) -> dict[str, Any]:
+    from backup import engine
+    from backup.s3 import S3Store
+
+    start = time.perf_counter()
+    result: dict[str, Any] = {}
+    if command == "backup":
+        path, data_dir = args
+        done = engine.create_backup(
+            S3Store(_settings(path)), pathlib.Path(data_dir), _source(), lambda _: None
+        )
+        result = {
+            "bytes_total": done.bytes_total,
+            "bytes_uploaded": done.bytes_uploaded,
+            "backup_id": done.backup_id,
+        }
+    elif command == "download":
+        path, backup_id, staging = args
+        store = S3Store(_settings(path))
+        manifest = engine.load_manifest(store, backup_id)
+        engine.download_and_verify(store, manifest, pathlib.Path(staging), lambda _: None)
+    elif command == "boto3-upload":
+        prefix, data_dir = args
+        client = _boto3_client()
+        for file in _files(pathlib.Path(data_dir)):
+            client.upload_file(str(file), BUCKET, f"{prefix}/{file.relative_to(data_dir)}")
+    elif command == "boto3-download":
+        prefix, target = args
+        client = _boto3_client()
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=f"{prefix}/"
+        ):
+            for entry in page.get("Contents", []):
+                local = pathlib.Path(target, entry["Key"][len(prefix) + 1 :])
+                local.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(BUCKET, entry["Key"], str(local))
+    result["seconds"] = time.perf_counter() - start
+    result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+def _files(data_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The files the engine backs up, so the baseline moves the same bytes."""
+    from backup import layout
+
+    walk = layout.BackupWalk(data_dir)
+    return [data_dir / source.path for source in walk.files()]
+
+
+# -- the parent ------------------------------------------------------------------------------
+
+
+def run_child(env: dict[str, str], command: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", command, *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def empty_bucket(env: dict[str, str]) -> None:
+    client = _boto3_client_from(env)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
+
+
+def _boto3_client_from(env: dict[str, str]) -> Any:
+    os.environ.update({k: v for k, v in env.items() if k.startswith("BENCH_")})
+    return _boto3_client()
+
+
+def mbps(size: int, seconds: float) -> float:
+    return size / MiB / seconds
+
+
+def measure(
+    env: dict[str, str], work: pathlib.Path, size: int, seed: int, incremental: bool
+) -> None:
+    from datadir import DataDirSpec, SyntheticDataDir
+
+    # n-1 full chunks and a half-full active one hold the log's 95% of ``size``.
+    chunks = max(2, int(size * 0.95 / CHUNK + 1))
+    data = work / f"data-{seed}"
+    generated = time.perf_counter()
+    node = SyntheticDataDir.create(
+        data, DataDirSpec(total_size=size, chunks=chunks, chunk_size=CHUNK, seed=seed)
+    )
+    generated = time.perf_counter() - generated
+    dataset = sum(f.stat().st_size for f in _files(data))
+    print(
+        f"\n== dataset {dataset / GiB:.2f} GiB: {chunks} chunks of 256 MiB "
+        f"(made in {generated:.1f} s)"
+    )
+
+    backup = run_child(env, "backup", f"engine-{seed}", str(data))
+    staging = work / f"staging-{seed}"
+    download = run_child(env, "download", f"engine-{seed}", backup["backup_id"], str(staging))
+    shutil.rmtree(staging)
+    up = run_child(env, "boto3-upload", f"boto3-{seed}", str(data))
+    down = run_child(env, "boto3-download", f"boto3-{seed}", str(staging))
+    shutil.rmtree(staging)
+
+    engine_up, boto_up = mbps(dataset, backup["seconds"]), mbps(dataset, up["seconds"])
+    engine_down, boto_down = mbps(dataset, download["seconds"]), mbps(dataset, down["seconds"])
+    row = "{:<9} {:7.1f} s {:7.1f} MiB/s   {:<15} {:7.1f} s {:7.1f} MiB/s   ratio {:.2f}"
+    print(
+        row.format(
+            "backup",
+            backup["seconds"],
+            engine_up,
+            "boto3 upload",
+            up["seconds"],
+            boto_up,
+            engine_up / boto_up,
+        )
+    )
+    print(
+        row.format(
+            "download",
+            download["seconds"],
+            engine_down,
+            "boto3 download",
+            down["seconds"],
+            boto_down,
+            engine_down / boto_down,
+        )
+    )
+    print(
+        f"uploaded by the first backup: {backup['bytes_uploaded'] / MiB:.0f} MiB "
+        f"of {backup['bytes_total'] / MiB:.0f} MiB"
+    )
+    rss = {
+        name: run["max_rss_bytes"] / 1e6
+        for name, run in [
+            ("backup", backup),
+            ("download", download),
+            ("boto3 upload", up),
+            ("boto3 download", down),
+        ]
+    }
+    print("peak RSS: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in rss.items()))
+
+    if incremental:
+        added = dataset // 100
+        node.grow_active(added)
+        again = run_child(env, "backup", f"engine-{seed}", str(data))
+        share = again["bytes_uploaded"] / dataset * 100
+        print(f"incremental after {added / MiB:.0f} MiB (1%) appended:")
+        print(f"  {again['bytes_uploaded'] / MiB:.1f} MiB uploaded = {share:.2f}% of the dataset")
+        print(f"  in {again['seconds']:.1f} s, peak RSS {again['max_rss_bytes'] / 1e6:.0f} MB")
+    shutil.rmtree(data)
+    empty_bucket(env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=["radosgw", "moto"], default="radosgw")
+    parser.add_argument("--sizes", default="0.5,2", help="dataset sizes in GiB, comma-separated")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        print(json.dumps(child(options.child[0], options.child[1:])))
+        return
+
+    import servers
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-backup-"))
+    start = servers.start_radosgw if options.server == "radosgw" else servers.start_moto
+    server = start(work / "server")
+    try:
+        print(f"{server.name} up in {server.start_seconds:.1f} s at {server.endpoint}")
+        env = {
+            **os.environ,
+            "BENCH_ENDPOINT": server.endpoint,
+            "BENCH_ACCESS_KEY": server.access_key,
+            "BENCH_SECRET_KEY": server.secret_key,
+        }
+        _boto3_client_from(env).create_bucket(Bucket=BUCKET)
+        sizes = [float(s) for s in options.sizes.split(",")]
+        for n, size in enumerate(sizes):
+            measure(env, work, int(size * GiB), seed=n + 1, incremental=size == max(sizes))
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
