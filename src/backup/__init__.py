@@ -7,3 +7,9 @@ Modules:
 - `layout`: which files of a KurrentDB data directory a backup holds, in which order;
 - `engine`: content-addressed, incremental backup; manifests; download and verify.
 """
+
+# The storage relations (metadata.yaml); here so that the charm can tell whether one exists
+# without importing the modules that parse them.
+S3_ENDPOINT = "s3-parameters"
+AZURE_ENDPOINT = "azure-storage"
+STORAGE_ENDPOINTS = (S3_ENDPOINT, AZURE_ENDPOINT)

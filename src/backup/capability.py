@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 import ops
 
-from backup.relations import BackupStorage
-from backup.settings import StorageNotReady
+from backup import STORAGE_ENDPOINTS
 
 if TYPE_CHECKING:
     from backup.engine import BackupSummary
     from backup.manifest import SourceInfo
+    from backup.relations import BackupStorage
     from kurrentdb_api import KurrentDBClient
     from node import NodeHealth
     from state import CharmState
@@ -73,14 +73,29 @@ class Backups(ops.Object):
         self._state = state
         self._health = health
         self._admin_client = admin_client
-        self.storage = BackupStorage(charm)
+        self._storage: BackupStorage | None = None
+        # The storage library's objects observe their relation's events, so they must
+        # exist in every hook where that relation does; a deployment without one pays
+        # neither for them nor for parsing storage settings.
+        if any(charm.model.relations[endpoint] for endpoint in STORAGE_ENDPOINTS):
+            self._storage = self.storage
         charm.framework.observe(charm.on.create_backup_action, self._on_create_backup)
         charm.framework.observe(charm.on.list_backups_action, self._on_list_backups)
+
+    @property
+    def storage(self) -> BackupStorage:
+        """The related object storage (built on first use)."""
+        if self._storage is None:
+            from backup.relations import BackupStorage
+
+            self._storage = BackupStorage(self._charm)
+        return self._storage
 
     # --- create-backup ------------------------------------------------------------------
 
     def _on_create_backup(self, event: ops.ActionEvent) -> None:
         from backup import engine, layout
+        from backup.settings import StorageNotReady
         from backup.store import StorageError
 
         force = event.params.get("force") is True
@@ -222,6 +237,7 @@ class Backups(ops.Object):
 
     def _on_list_backups(self, event: ops.ActionEvent) -> None:
         from backup import engine
+        from backup.settings import StorageNotReady
         from backup.store import StorageError
 
         output = event.params.get("format", "table")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import ops
 
+from backup import S3_ENDPOINT, STORAGE_ENDPOINTS
 from backup.settings import AzureSettings, S3Settings, StorageNotReady, parse_azure, parse_s3
 
 if TYPE_CHECKING:
@@ -26,9 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-S3_ENDPOINT = "s3-parameters"
-AZURE_ENDPOINT = "azure-storage"
-ENDPOINTS = (S3_ENDPOINT, AZURE_ENDPOINT)
+ENDPOINTS = STORAGE_ENDPOINTS
 
 NOTHING_RELATED = (
     "no object storage: relate s3-integrator (s3-parameters) or "
