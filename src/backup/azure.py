@@ -44,7 +44,7 @@ class AzureStore(ObjectStore):
 
     page_size = 5000  # names per listing request (the service's maximum)
 
-    def __init__(self, settings: AzureSettings):
+    def __init__(self, settings: AzureSettings, *, retries: int = RETRIES):
         quiet("azure", "urllib3")
         try:
             base64.b64decode(settings.secret_key, validate=True)
@@ -66,7 +66,7 @@ class AzureStore(ObjectStore):
                 max_block_size=PART_SIZE,
                 max_single_get_size=PART_SIZE,
                 max_chunk_get_size=PART_SIZE,
-                retry_total=RETRIES,
+                retry_total=retries,
                 connection_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
             )

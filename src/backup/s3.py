@@ -63,7 +63,7 @@ class S3Store(ObjectStore):
 
     page_size = 1000  # names per listing request (S3's maximum)
 
-    def __init__(self, settings: S3Settings):
+    def __init__(self, settings: S3Settings, *, max_attempts: int = MAX_ATTEMPTS):
         import boto3.session
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -79,7 +79,7 @@ class S3Store(ObjectStore):
         config = Config(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": settings.uri_style},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,

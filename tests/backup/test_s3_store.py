@@ -85,9 +85,7 @@ def test_a_server_that_does_not_answer_is_a_transient_connection_error(caplog):
         endpoint=f"http://127.0.0.1:{servers.free_port()}",
         uri_style="path",
     )
-    store = S3Store(settings)
-    # No retries: the test wants the code, not botocore's back-off.
-    store._client.meta.config.retries["total_max_attempts"] = 1
+    store = S3Store(settings, max_attempts=1)  # the code, not botocore's back-off, is tested
 
     with pytest.raises(StorageError) as failed:
         store.put_bytes("k", b"1")
