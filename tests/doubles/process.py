@@ -3,8 +3,10 @@
 Follows the server's source (kurrent-io/KurrentDB v26.1.0):
 - the YAML file is an `IConfiguration` source with `reloadOnChange: true`
   (`src/KurrentDB.Core/Configuration/KurrentConfiguration.cs`, `AddKurrentYamlConfigFile`,
-  with the default, non-polling file provider): .NET's file watcher re-reads it ~250 ms
-  (`FileConfigurationSource.ReloadDelay`) after it changes;
+  with the default, non-polling file provider): on a change .NET's
+  `FileConfigurationProvider` sleeps `ReloadDelay` (250 ms), then reads the file as it is
+  then; a change during that sleep fires the next watch token, so another sleep and read
+  follow (`ChangeToken.OnChange` takes the next token before it runs the reload);
 - SIGHUP (`src/KurrentDB.Core/ClusterVNode.cs`, `PosixSignalRegistration`) or POST
   `/admin/reloadconfig` (`src/KurrentDB.Core/Services/Transport/Http/Controllers/
   AdminController.cs`) publishes `ReloadConfig`; the handler re-binds the options from that
@@ -78,29 +80,41 @@ class KurrentDBProcess:
         self._clock = clock
         self.watch_delay = watch_delay
         self.file: str | None = None  # the config file as on disk
-        self._file_changed_at = 0.0
         self._loaded: str | None = None  # the file as IConfiguration last read it
+        self._reread_at: float | None = None  # when the watcher reads the file next
+        self._changed_during_sleep = False  # so it reads it once more, watch_delay later
         self.log_level: str | None = None  # what the running process logs at
         self.log: list[str] = []  # the service's output, kept by Pebble across restarts
         self.sighups = 0
 
     def file_written(self, content: str) -> None:
         """The charm pushed a new config file."""
-        if content != self.file:
-            self.file, self._file_changed_at = content, self._clock()
+        if content == self.file:
+            return
+        self._watch()  # re-reads due before this write still see the old content
+        self.file = content
+        if self._reread_at is None:
+            self._reread_at = self._clock() + self.watch_delay
+        else:
+            self._changed_during_sleep = True
+
+    def _watch(self) -> None:
+        """The watcher's re-reads due by now, each of the file as it was at that moment."""
+        while self._reread_at is not None and self._reread_at <= self._clock():
+            self._loaded = self.file
+            if self._changed_during_sleep:
+                self._reread_at += self.watch_delay
+                self._changed_during_sleep = False
+            else:
+                self._reread_at = None
 
     def _configuration(self) -> str | None:
-        if self.file != self._loaded and self._clock() - self._file_changed_at >= self.watch_delay:
-            self._loaded = self.file  # the watcher fired
+        self._watch()
         return self._loaded
 
-    def configured_log_level(self) -> str | None:
-        """The `LogLevel` the in-memory configuration holds now (what a reload would bind)."""
-        return _log_level(self._configuration())
-
     def started(self) -> None:
-        """A (re)start: options come straight from the file."""
-        self._loaded = self.file
+        """A (re)start: options come straight from the file; a new process, a new watcher."""
+        self._loaded, self._reread_at, self._changed_during_sleep = self.file, None, False
         self.log_level = LOGCONFIG_DEFAULT_LEVEL
         self._information("KurrentDB started")
         self._reload_log_options(_log_level(self.file))

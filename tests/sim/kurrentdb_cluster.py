@@ -63,18 +63,20 @@ Rules, from the server's source (kurrent-io/KurrentDB, tag v26.1.0; paths under 
    lost stay listed as isAlive false for `dead_member_ticks` ticks.
 11. Reload, between ticks, by each node's `service` (tests/doubles/process.py, on the
    harness's clock of simulated seconds). The config file the charm pushes (`write_config`)
-   reaches the node's in-memory configuration only when its file watcher fires,
-   `watch_delay` (250 ms, .NET's `FileConfigurationSource.ReloadDelay`) after the change
+   reaches the node's in-memory configuration only when its file watcher reads it:
+   `watch_delay` (250 ms, .NET's `FileConfigurationSource.ReloadDelay`) after a change, as
+   the file is then, and once more `watch_delay` later if it changed during that wait
    (KurrentDB.Core/Configuration/KurrentConfiguration.cs `AddKurrentYamlConfigFile`:
-   `reloadOnChange: true`). A SIGHUP (`sighup`; POST /admin/reloadconfig does the same)
-   re-binds that configuration, not the file (KurrentDB.Core/Configuration/
-   ClusterVNodeOptionsExtensions.cs `Reload`, KurrentDB.Core/ClusterVNode.cs
-   `Handle(ClientMessage.ReloadConfig)`), and applies from it only LogLevel, unless it is
-   "Default" (`ReloadLogOptions`, which logs "The log level was adjusted to: <level>" when
-   the level changed), the certificates and Transform (neither modelled); ClusterSize,
-   seeds and every other option keep what the process started with. A (re)start reads the
-   file as it is, and logs the adjusted line too when its level is not logconfig.json's
-   Debug (KurrentDB/logconfig.json). `pebble logs` shows the node's `service.log`.
+   `reloadOnChange: true`; .NET's `FileConfigurationProvider`). A SIGHUP (`sighup`; POST
+   /admin/reloadconfig does the same) re-binds that configuration, not the file
+   (KurrentDB.Core/Configuration/ClusterVNodeOptionsExtensions.cs `Reload`,
+   KurrentDB.Core/ClusterVNode.cs `Handle(ClientMessage.ReloadConfig)`), and applies from
+   it only LogLevel, unless it is "Default" (`ReloadLogOptions`, which logs "The log level
+   was adjusted to: <level>" when the level changed), the certificates and Transform
+   (neither modelled); ClusterSize, seeds and every other option keep what the process
+   started with. A (re)start reads the file as it is, and logs the adjusted line too when
+   its level is not logconfig.json's Debug (KurrentDB/logconfig.json). `pebble logs` shows
+   the node's `service.log`.
 
 Invariants, checked at the start (the state the last round of hooks left) and the end of
 every tick, reported as `Breach`es (the harness fails the test at the first one): (a) never

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from doubles.process import LEVELS, WATCH_DEBOUNCE, KurrentDBProcess
+from hypothesis import given
+from hypothesis import strategies as st
 
 import workload.kurrentdb as workload_module
 from kurrentdb_api import KurrentDBClient
@@ -111,6 +114,98 @@ def test_after_the_watcher_fired_a_sighup_applies_the_level_and_logs_it(cluster,
     cluster.sighup(NODE)
     assert logged_levels(cluster, NODE) == ["Warning", "Debug"], "logged only when it changed"
     assert [level(cluster, f"kurrentdb/{n}") for n in (1, 2)] == ["Warning", "Warning"]
+
+
+def test_a_file_rewritten_while_the_watcher_sleeps_is_read_when_it_wakes(cluster, clock):
+    start_three(cluster)
+    cluster.write_config(NODE, conf_text(0, 3, "Error"))
+    clock.now += 0.2
+    cluster.write_config(NODE, conf_text(0, 3, "Debug"))
+    clock.now += 0.05  # 250 ms after the first change: the watcher reads the file as it is
+    cluster.sighup(NODE)
+    assert level(cluster) == "Debug"
+    assert logged_levels(cluster, NODE) == ["Warning", "Debug"], "Error never was in force"
+
+
+def watched(level: str = "Warning") -> tuple[KurrentDBProcess, Clock]:
+    """A process started at `level`, on a clock of its own."""
+    clock = Clock()
+    process = KurrentDBProcess(clock)
+    process.file_written(f"LogLevel: {level}\n")
+    process.started()
+    return process, clock
+
+
+def test_the_watcher_reads_the_file_as_it_was_when_it_woke():
+    process, clock = watched()
+    process.file_written("LogLevel: Error\n")
+    clock.now += 0.3
+    process.file_written("LogLevel: Debug\n")  # after the watcher woke at 0.25
+    clock.now += 0.01
+    process.sighup()
+    assert process.log_level == "Error", "Debug's own read comes 250 ms after it"
+    clock.now += 0.24
+    process.sighup()
+    assert process.log_level == "Debug"
+
+
+def test_each_change_during_a_sleep_makes_the_watcher_read_once_more():
+    process, clock = watched()
+    process.file_written("LogLevel: Error\n")
+    clock.now += 0.2
+    process.file_written("LogLevel: Debug\n")  # fires the next token: read again at 0.5
+    clock.now += 0.1
+    process.file_written("LogLevel: Information\n")  # during that second sleep
+    clock.now += 0.2  # 0.5: the second read, not 250 ms after this change
+    process.sighup()
+    assert process.log_level == "Information"
+
+
+Step = tuple[str, str | float | None]
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.sampled_from((*LEVELS, "Default"))),
+        st.tuples(st.just("wait"), st.sampled_from((0.0, 0.1, 0.2, 0.25, 0.3, 1.0))),
+        st.tuples(st.just("sighup"), st.none()),
+        st.tuples(st.just("restart"), st.none()),
+    ),
+    max_size=25,
+)
+
+
+@given(steps)
+def test_the_level_in_force_was_in_the_file_and_a_settled_file_applies(steps: list[Step]):
+    """Whatever the charm writes and signals, when: the node logs only at levels its file
+    held, and a SIGHUP once the file has been unchanged for the watcher's delay applies it."""
+    clock = Clock()
+    process = KurrentDBProcess(clock)
+    process.file_written("LogLevel: Warning\n")
+    process.started()
+    written, last_write = {"Warning"}, clock.now
+    file_level = "Warning"
+    for kind, value in steps:
+        if kind == "write":
+            assert isinstance(value, str)
+            if value != file_level:
+                last_write = clock.now
+            process.file_written(f"LogLevel: {value}\n")
+            written.add(value)
+            file_level = value
+        elif kind == "wait":
+            assert isinstance(value, float)
+            clock.now += value
+        elif kind == "sighup":
+            before = process.log_level
+            process.sighup()
+            if clock.now - last_write >= WATCH_DEBOUNCE:
+                assert process.log_level == (before if file_level == "Default" else file_level)
+        else:
+            before = process.log_level
+            process.started()
+            assert process.log_level == ("Debug" if file_level == "Default" else file_level)
+        assert process.log_level in written | {"Debug"}  # Debug: logconfig.json's default
+    changes = [line for line in process.log if ADJUSTED in line]
+    assert len(changes) <= sum(kind in ("sighup", "restart") for kind, _ in steps) + 1
 
 
 def test_a_level_above_information_is_logged_on_stdout_only(cluster, clock):
