@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from datadir import HEADER_SIZE, DataDirSpec, SyntheticDataDir, chunk_name, write_checkpoint
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backup import layout
 from backup.layout import BackupSourceError, BackupWalk, Phase
@@ -169,3 +171,30 @@ def test_an_empty_log_has_no_chunks(tmp_path: Path) -> None:
         write_checkpoint(tmp_path / name, 0)
     _, files = walk_all(tmp_path)
     assert [f.path for f in files] == ["chaser.chk", "writer.chk"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_indexmap_gives_tables_or_a_source_error(data: bytes) -> None:
+    try:
+        tables = layout.indexmap_tables(data)
+    except BackupSourceError:
+        return
+    assert all(len(name) == 36 and "/" not in name for name in tables)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(header=st.binary(max_size=400))
+def test_any_chunk_file_is_read_or_refused_with_a_source_error(
+    tmp_path: Path, header: bytes
+) -> None:
+    path = tmp_path / chunk_name(0)
+    path.write_bytes(header)
+    try:
+        chunk = layout.read_chunk(path)
+    except BackupSourceError:
+        return
+    assert chunk is not None
+    assert chunk.chunk_size > 0 and 0 <= chunk.start <= chunk.end
