@@ -356,6 +356,12 @@ class KurrentDBCharm(ops.CharmBase):
             event.add_status(ops.WaitingStatus(health.problem or "KurrentDB is not answering"))
             return
         self.unit.set_workload_version(health.info.db_version)
+        if level := self.node.log_level_not_taken:
+            event.add_status(
+                ops.WaitingStatus(
+                    f"KurrentDB has not applied log level {level} yet; the next hook signals again"
+                )
+            )
         if health.serving:
             event.add_status(ops.ActiveStatus(health.info.state))
         else:

@@ -59,7 +59,13 @@ class Node:
         # Known once `configure` ran in this hook; the status path falls back on the
         # unit's last report otherwise.
         self._restart_pending: bool | None = None
+        self._level_not_taken: str | None = None
         self._desired = Applied()
+
+    @property
+    def log_level_not_taken(self) -> str | None:
+        """The log level this hook signalled and KurrentDB has not confirmed (None: none)."""
+        return self._level_not_taken
 
     @property
     def restart_pending(self) -> bool | None:
@@ -143,6 +149,7 @@ class Node:
                 return True
             # Not recorded as applied: the next hook signals again.
             logger.warning("KurrentDB has not taken log level %s yet", desired.log_level)
+            self._level_not_taken = desired.log_level
             return False
         self.workload.reload()  # certificates: KurrentDB checks and loads them itself
         return True

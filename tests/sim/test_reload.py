@@ -337,10 +337,6 @@ def test_a_level_not_taken_within_a_hook_is_signalled_again_by_the_next(make_sim
     assert sum(sim.charm_restarts.values()) == 0 and sum(sim.cluster.restarts.values()) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a unit whose node has not taken the new log level stays Active and says nothing",
-)
 def test_a_level_not_taken_within_a_hook_shows_in_the_status(make_sim):
     sim = deploy_three(make_sim, "number")
     slow_watchers(sim)
