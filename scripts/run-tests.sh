@@ -107,11 +107,37 @@ ensure_charmcraft() {  # its own venv: its dependencies conflict with the charm'
   echo "charmcraft $CHARMCRAFT_VERSION: $CHARMCRAFT_PYTHON"
 }
 
-# HOOK: system packages the tests need. Later issues install them here, e.g.
-#   apt-get install -y --no-install-recommends prometheus   (promtool, for alert rules)
-#   an S3 server (radosgw, or moto from uv.lock) for the backup tests
-# Keep it idempotent and cheap when already installed (check before apt-get; sudo if not root).
+# HOOK: system packages the tests need. Keep each idempotent and cheap when already installed
+# (check before apt-get; sudo if not root).
+APT_UPDATED=""
+apt_install() {  # apt_install WHY PACKAGE...: Debian packages, as root or with password-less sudo
+  local why=$1 sudo=()
+  shift
+  if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      echo "$why is missing and installing it needs root (or password-less sudo):" >&2
+      echo "  apt-get install -y --no-install-recommends $*" >&2
+      return 1
+    fi
+  fi
+  echo "$why not found: installing Debian's $*"
+  if [[ -z $APT_UPDATED ]]; then
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 install_system_deps() {
+  ensure_promtool
+  ensure_ceph
+  ensure_azurite
+}
+
+ensure_promtool() {
   # promtool (Debian package `prometheus`): tests/unit/test_alert_rules.py checks and unit-tests
   # src/prometheus_alert_rules with it. An explicit PROMTOOL wins; else PATH; else apt-get.
   # Installing never starts the Prometheus daemon where policy-rc.d forbids it (containers).
@@ -122,20 +148,7 @@ install_system_deps() {
     promtool=$(type -P promtool || true)
   fi
   if [[ -z $promtool ]]; then
-    local sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-      if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-        sudo=(sudo -n)
-      else
-        echo "promtool is missing and installing it needs root (or password-less sudo):" >&2
-        echo "  apt-get install -y --no-install-recommends prometheus" >&2
-        return 1
-      fi
-    fi
-    echo "promtool not found: installing Debian's prometheus package"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    apt_install promtool prometheus
     promtool=$(type -P promtool || true)
   fi
   if [[ -z $promtool || ! -x $promtool ]]; then
@@ -144,6 +157,42 @@ install_system_deps() {
   fi
   export PROMTOOL=$promtool  # the alert rule tests skip only when promtool is absent
   echo "promtool: $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -n1))"
+}
+
+ensure_ceph() {
+  # Ceph radosgw with one monitor and one memstore OSD (tests/backup/servers.py starts them):
+  # the real S3 server the backup tests must pass against. About 61 MB from Debian.
+  local binary missing=()
+  for binary in radosgw ceph-mon ceph-osd radosgw-admin monmaptool; do
+    command -v "$binary" >/dev/null || missing+=("$binary")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    apt_install "${missing[*]}" radosgw ceph-mon ceph-osd
+  fi
+  echo "ceph: $(radosgw --version 2>&1 | head -n1)"
+}
+
+ensure_azurite() {
+  # Azurite, Microsoft's Azure Storage emulator (npm), at the version tests/backup/package-lock.json
+  # pins, in .tools/azurite; reinstalled only when the lock file changes.
+  local dir="$TOOLS/azurite" lock="$ROOT/tests/backup/package-lock.json" stamp
+  stamp="$dir/.installed-$(sha256sum "$lock" | cut -c1-16)"  # written last: a cut install redoes
+  mkdir -p "$TOOLS"
+  if command -v flock >/dev/null; then  # parallel runs in one checkout must not both install it
+    exec 7>"$TOOLS/.azurite.lock"
+    flock 7
+  fi
+  if [[ ! -f $stamp || ! -x $dir/node_modules/.bin/azurite-blob ]]; then
+    command -v npm >/dev/null || apt_install npm npm
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$ROOT/tests/backup/package.json" "$lock" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$stamp"
+  fi
+  exec 7>&-
+  export AZURITE_DIR=$dir  # tests/backup/servers.py starts node_modules/.bin/azurite-blob from it
+  echo "azurite: $(node -p "require('$dir/node_modules/azurite/package.json').version")"
 }
 
 run() { uv run --no-sync "$@"; }  # tools from the project venv made by `uv sync`
@@ -175,7 +224,8 @@ step "system deps" install_system_deps
 step "ruff check" run ruff check --extend-exclude .tools
 step "ruff format" run ruff format --check --extend-exclude .tools
 step "mypy" run mypy
-step "unit tests" run coverage run -m pytest tests/unit tests/sim tests/fuzz -q
+# tests/backup starts radosgw, moto and Azurite (CI=true: a server that cannot start fails).
+step "unit tests" run coverage run -m pytest tests/unit tests/sim tests/fuzz tests/backup -q
 step "coverage report" run coverage report
 step "pack" pack_charm
 step "artifact tests" artifact_tests
