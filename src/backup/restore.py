@@ -39,7 +39,10 @@ Rules that are easy to get wrong, and the answers here:
 - Bad plan data is no plan: the leader then knows of no running restore. But a unit
   whose volume marker shows live data moved aside still finishes or rolls back from the
   marker alone: it deletes moved-aside data only when a readable plan says commit for
-  that very restore id (`_plan_commits`); with no plan for the id it rolls back.
+  that very restore id (`_plan_commits`), or, with no plan at all, a peer reports it
+  committed that id (which it did only on the plan's word); otherwise it rolls back,
+  and once back on its old data keeps its node stopped while a peer still reports
+  swapped or started for that id (`_lost_plan_hold`), so no cluster mixes histories.
 - A participant that departs cannot finish: before commit every unit rolls back; in
   commit the others go on (they may already have deleted their old data), and departed
   units are excused from the phases that only wait for clean-up.
