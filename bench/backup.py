@@ -15,7 +15,9 @@ For each dataset size (a synthetic KurrentDB data directory, `tests/backup/datad
 
 Targets (issue #10): peak RSS of the backup < 200 MB and flat across sizes.
 
-Run: `.venv/bin/python bench/backup.py [--server radosgw|moto] [--sizes 0.5,2]`.
+Run: `.venv/bin/python bench/backup.py [--server radosgw|moto] [--sizes 0.5,2] [--repeat 3]`.
+The machine is shared, so each measurement is repeated (order alternating) and the best
+and median are printed.
 Prints numbers; asserts nothing. The servers come from tests/backup/servers.py.
 """
 
@@ -27,6 +29,7 @@ import os
 import pathlib
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,9 +148,9 @@ def run_child(env: dict[str, str], command: str, *args: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def empty_bucket(env: dict[str, str]) -> None:
+def empty_bucket(env: dict[str, str], prefix: str) -> None:
     client = _boto3_client_from(env)
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
         if keys:
             client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
@@ -162,8 +165,38 @@ def mbps(size: int, seconds: float) -> float:
     return size / MiB / seconds
 
 
+def one_round(
+    env: dict[str, str], work: pathlib.Path, data: pathlib.Path, name: str, engine_first: bool
+) -> dict[str, dict[str, Any]]:
+    """Engine backup + download and boto3 upload + download of ``data``, each path emptied
+    afterwards (radosgw keeps objects in RAM); the order alternates between rounds."""
+    staging = work / "staging"
+    runs: dict[str, dict[str, Any]] = {}
+
+    def engine_runs() -> None:
+        runs["backup"] = run_child(env, "backup", f"engine-{name}", str(data))
+        backup_id = runs["backup"]["backup_id"]
+        runs["download"] = run_child(env, "download", f"engine-{name}", backup_id, str(staging))
+        shutil.rmtree(staging)
+
+    def boto3_runs() -> None:
+        runs["boto3 upload"] = run_child(env, "boto3-upload", f"boto3-{name}", str(data))
+        runs["boto3 download"] = run_child(env, "boto3-download", f"boto3-{name}", str(staging))
+        shutil.rmtree(staging)
+        empty_bucket(env, f"boto3-{name}/")
+
+    for step in (engine_runs, boto3_runs) if engine_first else (boto3_runs, engine_runs):
+        step()
+    return runs
+
+
 def measure(
-    env: dict[str, str], work: pathlib.Path, size: int, seed: int, incremental: bool
+    env: dict[str, str],
+    work: pathlib.Path,
+    size: int,
+    seed: int,
+    incremental: bool,
+    repeat: int,
 ) -> None:
     from datadir import DataDirSpec, SyntheticDataDir
 
@@ -178,73 +211,52 @@ def measure(
     dataset = sum(f.stat().st_size for f in _files(data))
     print(
         f"\n== dataset {dataset / GiB:.2f} GiB: {chunks} chunks of 256 MiB "
-        f"(made in {generated:.1f} s)"
+        f"(made in {generated:.1f} s), {repeat} rounds"
     )
+    rounds = []
+    for n in range(repeat):
+        rounds.append(one_round(env, work, data, f"{seed}-{n}", engine_first=n % 2 == 0))
+        if n < repeat - 1 or not incremental:
+            empty_bucket(env, f"engine-{seed}-{n}/")
 
-    backup = run_child(env, "backup", f"engine-{seed}", str(data))
-    staging = work / f"staging-{seed}"
-    download = run_child(env, "download", f"engine-{seed}", backup["backup_id"], str(staging))
-    shutil.rmtree(staging)
-    up = run_child(env, "boto3-upload", f"boto3-{seed}", str(data))
-    down = run_child(env, "boto3-download", f"boto3-{seed}", str(staging))
-    shutil.rmtree(staging)
+    def seconds(name: str) -> list[float]:
+        return sorted(r[name]["seconds"] for r in rounds)
 
-    engine_up, boto_up = mbps(dataset, backup["seconds"]), mbps(dataset, up["seconds"])
-    engine_down, boto_down = mbps(dataset, download["seconds"]), mbps(dataset, down["seconds"])
-    row = "{:<9} {:7.1f} s {:7.1f} MiB/s   {:<15} {:7.1f} s {:7.1f} MiB/s   ratio {:.2f}"
+    row = "{:<15} best {:6.1f} s = {:6.1f} MiB/s   median {:6.1f} s = {:6.1f} MiB/s   all: {}"
+    for name in ("backup", "boto3 upload", "download", "boto3 download"):
+        times = seconds(name)
+        best, middle = times[0], statistics.median(times)
+        spread = ", ".join(f"{t:.1f}" for t in times)
+        print(row.format(name, best, mbps(dataset, best), middle, mbps(dataset, middle), spread))
+    for engine_name, boto3_name in (("backup", "boto3 upload"), ("download", "boto3 download")):
+        best = seconds(boto3_name)[0] / seconds(engine_name)[0]
+        middle = statistics.median(seconds(boto3_name)) / statistics.median(seconds(engine_name))
+        print(f"{engine_name} throughput / boto3's: best {best:.2f}, median {middle:.2f}")
+    first = rounds[0]["backup"]
     print(
-        row.format(
-            "backup",
-            backup["seconds"],
-            engine_up,
-            "boto3 upload",
-            up["seconds"],
-            boto_up,
-            engine_up / boto_up,
-        )
+        f"uploaded by a first backup: {first['bytes_uploaded'] / MiB:.0f} MiB "
+        f"of {first['bytes_total'] / MiB:.0f} MiB"
     )
-    print(
-        row.format(
-            "download",
-            download["seconds"],
-            engine_down,
-            "boto3 download",
-            down["seconds"],
-            boto_down,
-            engine_down / boto_down,
-        )
-    )
-    print(
-        f"uploaded by the first backup: {backup['bytes_uploaded'] / MiB:.0f} MiB "
-        f"of {backup['bytes_total'] / MiB:.0f} MiB"
-    )
-    rss = {
-        name: run["max_rss_bytes"] / 1e6
-        for name, run in [
-            ("backup", backup),
-            ("download", download),
-            ("boto3 upload", up),
-            ("boto3 download", down),
-        ]
-    }
-    print("peak RSS: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in rss.items()))
+    peaks = {name: max(r[name]["max_rss_bytes"] for r in rounds) / 1e6 for name in rounds[0]}
+    print("peak RSS (max over rounds): " + ", ".join(f"{k} {v:.0f} MB" for k, v in peaks.items()))
 
     if incremental:
         added = dataset // 100
         node.grow_active(added)
-        again = run_child(env, "backup", f"engine-{seed}", str(data))
+        again = run_child(env, "backup", f"engine-{seed}-{repeat - 1}", str(data))
         share = again["bytes_uploaded"] / dataset * 100
         print(f"incremental after {added / MiB:.0f} MiB (1%) appended:")
         print(f"  {again['bytes_uploaded'] / MiB:.1f} MiB uploaded = {share:.2f}% of the dataset")
         print(f"  in {again['seconds']:.1f} s, peak RSS {again['max_rss_bytes'] / 1e6:.0f} MB")
+        empty_bucket(env, f"engine-{seed}-{repeat - 1}/")
     shutil.rmtree(data)
-    empty_bucket(env)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=["radosgw", "moto"], default="radosgw")
     parser.add_argument("--sizes", default="0.5,2", help="dataset sizes in GiB, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per size (best, median)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
@@ -267,7 +279,8 @@ def main() -> None:
         _boto3_client_from(env).create_bucket(Bucket=BUCKET)
         sizes = [float(s) for s in options.sizes.split(",")]
         for n, size in enumerate(sizes):
-            measure(env, work, int(size * GiB), seed=n + 1, incremental=size == max(sizes))
+            incremental = size == max(sizes)
+            measure(env, work, int(size * GiB), n + 1, incremental, options.repeat)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

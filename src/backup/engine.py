@@ -58,6 +58,7 @@ from backup.transfer import (
     Sleep,
     fetch_block,
     human,
+    map_blocks_outside_the_heap,
     put_block,
     with_retries,
 )
@@ -267,6 +268,7 @@ def create_backup(
     `layout.BackupSourceError`.
     """
     clock = time.monotonic()
+    map_blocks_outside_the_heap()
     claim_path(store, Owner(info.application, info.model, info.model_uuid), sleep)
     started = now()
     backup_id = backup_id_for(started)
@@ -429,6 +431,7 @@ def download_and_verify(
     object, such as lost credentials, is raised as it is).
     """
     clock = time.monotonic()
+    map_blocks_outside_the_heap()
     if staging_dir.exists() and any(staging_dir.iterdir()):
         raise VerificationError(str(staging_dir), "the staging directory is not empty")
     staging_dir.mkdir(parents=True, exist_ok=True)

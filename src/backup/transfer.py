@@ -33,6 +33,29 @@ Progress = Callable[[str], None]
 Sleep = Callable[[float], None]
 
 
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_MMAP_FROM = 1 << 20
+
+
+def map_blocks_outside_the_heap() -> None:
+    """Ask glibc to give every allocation of 1 MiB or more its own mapping (idempotent).
+
+    glibc raises its mmap threshold each time a large mapped buffer is freed (up to 32 MiB),
+    after which 8 MiB blocks come from per-thread heaps, and a block allocated by a worker
+    and freed by the main thread stays in that worker's heap: measured on a 0.5 GiB restore
+    from moto, the download peaked at 198 MB RSS this way and at 113 MB with the threshold
+    fixed (the backup 166 and 157 MB). A fixed threshold keeps the peak at what is really
+    in flight. Nothing happens where the C library is not glibc.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator has no such threshold to fix
+
+
 def with_retries(operation: Callable[[], T], sleep: Sleep = time.sleep) -> T:
     """Run ``operation``; retry a transient `StorageError` up to `ATTEMPTS` times in all."""
     for attempt in range(1, ATTEMPTS + 1):
