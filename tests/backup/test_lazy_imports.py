@@ -35,44 +35,31 @@ def test_importing_the_backends_imports_no_storage_library():
     assert _loaded_after("import backup.s3, backup.azure, backup.relations, backup.settings") == []
 
 
+# A charm holding a BackupStorage, run through one hook with the given relations.
+HOOK_WITH = textwrap.dedent(
+    """
+    import ops
+    from ops import testing
+    from backup.relations import BackupStorage
+
+    class Host(ops.CharmBase):
+        def __init__(self, framework):
+            super().__init__(framework)
+            self.storage = BackupStorage(self)
+
+    meta = {"name": "host", "requires": {
+        "s3-parameters": {"interface": "s3"}, "azure-storage": {"interface": "azure_storage"}}}
+    ctx = testing.Context(Host, meta=meta)
+    ctx.run(ctx.on.update_status(), testing.State(relations=RELATIONS))
+    """
+)
+
+
 def test_a_charm_without_a_storage_relation_builds_no_library_object():
-    code = textwrap.dedent(
-        """
-        import ops
-        from ops import testing
-        from backup.relations import BackupStorage
-
-        class Host(ops.CharmBase):
-            def __init__(self, framework):
-                super().__init__(framework)
-                self.storage = BackupStorage(self)
-
-        meta = {"name": "host", "requires": {
-            "s3-parameters": {"interface": "s3"}, "azure-storage": {"interface": "azure_storage"}}}
-        ctx = testing.Context(Host, meta=meta)
-        ctx.run(ctx.on.update_status(), testing.State())
-        """
-    )
-    assert _loaded_after(code) == []
+    assert _loaded_after(HOOK_WITH.replace("RELATIONS", "[]")) == []
 
 
 def test_the_library_is_loaded_once_the_relation_exists():
     # The control for the test above: the same probe sees the library when it is used.
-    code = textwrap.dedent(
-        """
-        import ops
-        from ops import testing
-        from backup.relations import BackupStorage
-
-        class Host(ops.CharmBase):
-            def __init__(self, framework):
-                super().__init__(framework)
-                self.storage = BackupStorage(self)
-
-        meta = {"name": "host", "requires": {
-            "s3-parameters": {"interface": "s3"}, "azure-storage": {"interface": "azure_storage"}}}
-        ctx = testing.Context(Host, meta=meta)
-        ctx.run(ctx.on.update_status(), testing.State(relations=[testing.Relation("s3-parameters")]))
-        """
-    )
-    assert "object_storage" in _loaded_after(code)
+    relations = '[testing.Relation("s3-parameters")]'
+    assert "object_storage" in _loaded_after(HOOK_WITH.replace("RELATIONS", relations))
