@@ -25,18 +25,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
+import struct
 import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backup import restore
+from backup import restore, swap
 from backup.restore import (
     Action,
     BackupFacts,
@@ -92,10 +95,15 @@ class Volume:
         return Recovery(*self.marker)
 
 
+def state_of(volume: Any) -> tuple[str | None, str | None, tuple[str, Phase] | None]:
+    """Which data is live, which is moved aside, and the marker: what the rules look at."""
+    return volume.live, volume.aside, volume.marker
+
+
 @dataclass
 class Unit:
     name: str
-    volume: Volume = field(default_factory=Volume)
+    volume: Any = field(default_factory=Volume)  # a Volume or a DiskVolume
     running: bool = True
     databag: dict[str, str] = field(default_factory=dict)
     # action -> error code; the action fails with it every time
@@ -196,7 +204,7 @@ class Cluster:
         if step.holds_node_stopped:
             unit.running = False
         try:
-            published = self.act(unit, step, plan)
+            published = self.act(unit, step)
         except HookKilledError:
             return True
         if published is not None:
@@ -205,16 +213,20 @@ class Cluster:
             unit.running = True  # the charm's usual reconcile starts an idle node
         return self.snapshot(unit) != state
 
-    def act(self, unit: Unit, step: Step, plan: RestorePlan | None) -> UnitRestoreReport | None:
-        volume, action, rid = unit.volume, step.action, step.restore_id
-        if action in unit.fails:
-            if action in (Action.SWAP, Action.ROLL_BACK):
-                unit.running = False
-            return step.failed(unit.fails[action])
-        crash = action in unit.crashes
-        unit.crashes.discard(action)
-        if action is Action.NOTHING or rid is None:
+    def act(self, unit: Unit, step: Step) -> UnitRestoreReport | None:
+        """Do the step's action, or the failure injected for it; the report to publish."""
+        if step.action is Action.NOTHING or step.restore_id is None:
             return None
+        if step.action in unit.fails:
+            if step.action in (Action.SWAP, Action.ROLL_BACK):
+                unit.running = False
+            return step.failed(unit.fails[step.action])
+        crash = step.action in unit.crashes
+        unit.crashes.discard(step.action)
+        return self.perform(unit, step, step.restore_id, crash)
+
+    def perform(self, unit: Unit, step: Step, rid: str, crash: bool) -> UnitRestoreReport | None:
+        volume, action = unit.volume, step.action
         if action is Action.STAGE:
             volume.marker = (rid, Phase.STAGED)
         elif action is Action.SWAP:
@@ -256,7 +268,7 @@ class Cluster:
 
     @staticmethod
     def snapshot(unit: Unit) -> Any:
-        return (dataclasses.astuple(unit.volume), unit.running, dict(unit.databag))
+        return (state_of(unit.volume), unit.running, dict(unit.databag))
 
     # -- the world --------------------------------------------------------------------
 
@@ -328,14 +340,14 @@ class Cluster:
         assert plan is not None and plan.outcome is Outcome.RESTORED, (plan, self.history)
         assert plan.fresh_backup_needed
         for unit in self.units.values():
-            assert unit.volume == Volume(live=plan.restore_id), unit
+            assert state_of(unit.volume) == (plan.restore_id, None, None), unit
             assert unit.running
 
     def assert_rolled_back(self) -> None:
         plan = self.plan()
         assert plan is None or plan.outcome is Outcome.FAILED, (plan, self.history)
         for unit in self.units.values():
-            assert unit.volume == Volume(live=OLD), unit
+            assert state_of(unit.volume) == (OLD, None, None), unit
             assert unit.running
 
 
@@ -976,6 +988,160 @@ def test_any_order_and_any_failure_end_all_restored_or_all_on_old_data(
 
 def restore_id_of(cluster: Cluster) -> str:
     return restore.restore_id_for(T0, "c0ffee")
+
+
+# -- the same plays on real volumes, with backup.swap's own steps ----------------------------
+
+CHUNK = "chunk-000000.000000"
+
+
+def write_data(directory: Path, tag: str) -> None:
+    """A tiny data directory whose chunk says which data it is."""
+    (directory / "index").mkdir(parents=True, exist_ok=True)
+    (directory / "index" / "indexmap").write_text(f"index of {tag}\n")
+    (directory / CHUNK).write_text(tag)
+    writer, chaser = (TRUNCATION.writer, TRUNCATION.chaser) if tag != OLD else (4096, 4096)
+    (directory / "writer.chk").write_bytes(struct.pack("<q", writer))
+    (directory / "chaser.chk").write_bytes(struct.pack("<q", chaser))
+
+
+@dataclass
+class DiskVolume:
+    """A unit's volume on disk; the same three facts as `Volume`, read from the files."""
+
+    root: Path
+
+    @staticmethod
+    def _tag(path: Path) -> str | None:
+        return path.read_text() if path.exists() else None
+
+    @property
+    def live(self) -> str | None:
+        return self._tag(self.root / CHUNK)
+
+    @property
+    def aside(self) -> str | None:
+        marker = swap.read_marker(self.root)
+        if marker is None:
+            return None
+        return self._tag(swap.RestoreDirs(self.root, marker.restore_id).previous / CHUNK)
+
+    @property
+    def marker(self) -> tuple[str, Phase] | None:
+        marker = swap.read_marker(self.root)
+        return None if marker is None else (marker.restore_id, marker.phase)
+
+    def recover(self) -> Recovery | None:
+        return swap.recover(self.root)
+
+
+class DiskCluster(Cluster):
+    """`Cluster` whose units' actions are backup.swap's, on a directory per unit."""
+
+    def perform(self, unit: Unit, step: Step, rid: str, crash: bool) -> UnitRestoreReport | None:
+        root, action, truncation = unit.volume.root, step.action, None
+        if action is Action.STAGE:
+            write_data(swap.prepare_staging(root, rid, 1024), rid)  # the verified download
+            swap.mark_staged(root, rid)
+        elif action is Action.SWAP:
+            assert not unit.running
+            with killed_after_moves(2 if crash else None):
+                truncation = swap.swap_in(root, rid, os.getuid(), os.getgid())
+            assert (root / "truncate.chk").read_bytes() == (root / "chaser.chk").read_bytes()
+        elif action is Action.START:
+            assert unit.volume.live == rid and step.truncation == TRUNCATION
+            unit.running = True
+        elif action is Action.COMMIT:
+            assert rid in self.commit_allowed
+            swap.commit(root, rid)
+            unit.committed = True
+        elif action is Action.ABORT:
+            swap.discard_staging(root, rid)
+        elif action is Action.ROLL_BACK:
+            with killed_after_moves(1 if crash else None):
+                swap.roll_back(root, rid)
+            swap.discard_staging(root, rid)
+        return step.succeeded(truncation)
+
+
+class killed_after_moves:  # noqa: N801 (a context manager read as a phrase)
+    """Make backup.swap's Nth rename of a data entry kill the hook (None: no kill)."""
+
+    fired = 0  # how many hooks it killed
+
+    def __init__(self, moves: int | None):
+        self.moves, self.original = moves, swap._move
+
+    def __enter__(self) -> None:
+        if self.moves is None:
+            return
+        left = [self.moves]
+
+        def move(source: Path, target: Path) -> None:
+            if left[0] == 0:
+                killed_after_moves.fired += 1
+                raise HookKilledError
+            left[0] -= 1
+            self.original(source, target)
+
+        swap._move = move
+
+    def __exit__(self, *exc: object) -> None:
+        swap._move = self.original
+
+
+def disk_cluster(n: int, tmp_path: Path) -> DiskCluster:
+    cluster = DiskCluster({})
+    for i in range(n):
+        root = tmp_path / f"volume-{i}"
+        write_data(root, OLD)
+        unit = Unit(f"kurrentdb/{i}", volume=DiskVolume(root))
+        cluster.units[unit.name] = unit
+    cluster.leader = "kurrentdb/0"
+    return cluster
+
+
+def entries(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize(
+    "fault", ["none", "start-fails", "dies-mid-swap", "dies-mid-roll-back", "plan-lost-in-start"]
+)
+def test_real_volumes_end_all_restored_or_all_on_old_data(n: int, fault: str, tmp_path: Path):
+    cluster = disk_cluster(n, tmp_path)
+    failing = f"kurrentdb/{n - 1}"
+    during = None
+    if fault in ("start-fails", "dies-mid-roll-back"):
+        cluster.units[failing].fails[Action.START] = "start-failed"
+    if fault == "dies-mid-swap":
+        cluster.units[failing].crashes.add(Action.SWAP)
+    if fault == "dies-mid-roll-back":
+        cluster.units["kurrentdb/0"].crashes.add(Action.ROLL_BACK)
+    if fault == "plan-lost-in-start":
+
+        def during(c: Cluster) -> None:
+            plan = c.plan()
+            if plan is not None and plan.phase is PlanPhase.START and c.events % 3 == 0:
+                c.app_databag[restore.DATABAG_KEY] = "not json"
+
+    killed_after_moves.fired = 0
+    cluster.begin()
+    cluster.play(during=during, last=failing)
+    assert killed_after_moves.fired == (1 if fault.startswith("dies") else 0)
+    if fault in ("none", "dies-mid-swap"):
+        cluster.assert_restored()
+    else:
+        assert cluster.plan() is None or cluster.plan().outcome is Outcome.FAILED  # type: ignore[union-attr]
+        for unit in cluster.units.values():
+            assert state_of(unit.volume) == (OLD, None, None), unit
+            assert unit.running
+    for unit in cluster.units.values():
+        root = unit.volume.root
+        assert not (root / swap.RESTORE_DIR).exists(), entries(root)  # nothing left behind
+        tag = unit.volume.live
+        assert (root / "index" / "indexmap").read_text() == f"index of {tag}\n"
 
 
 def test_importing_the_state_machine_loads_no_juju_and_no_storage_client():
