@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from backup import restore, swap
@@ -928,6 +928,8 @@ failures = st.fixed_dictionaries(
         "never_serves": st.just(True),
         "loses_plan": st.tuples(st.sampled_from(list(PlanPhase)), st.integers(0, 30)),
         "sleeps": st.tuples(st.integers(0, 4), st.sampled_from([600.0, 3 * 3600.0, 8 * 3600.0])),
+        # (unit, event): from then on, every few events its report is another revision's
+        "garbles_report": st.tuples(st.integers(0, 4), st.integers(0, 40)),
     },
 )  # fmt: skip
 
@@ -955,6 +957,7 @@ def test_any_order_and_any_failure_end_all_restored_or_all_on_old_data(
         failed |= seconds > restore.STAGE_TIMEOUT
     departs = faults.get("departs") if n > 1 else None
     loses = faults.get("loses_plan")
+    garbles = faults.get("garbles_report")
 
     def during(c: Cluster) -> None:
         plan = c.plan()
@@ -965,10 +968,16 @@ def test_any_order_and_any_failure_end_all_restored_or_all_on_old_data(
             c.depart(leaving)
         if loses is not None and plan.phase is loses[0] and c.events >= loses[1]:
             c.app_databag[restore.DATABAG_KEY] = "{}"
+        # One fault at a time: a lost plan leaves the reports as the only record.
+        if garbles is not None and loses is None and c.events >= garbles[1] and c.events % 5 == 0:
+            unit = c.units.get(names[garbles[0] % n])
+            if unit is not None and restore.DATABAG_KEY in unit.databag:
+                unit.databag[restore.DATABAG_KEY] = '{"format": 2}'
 
     cluster.begin()
     cluster.play(rng, during=during)
     plan = cluster.plan()
+    event(f"n={n} ended {plan.outcome.value if plan and plan.outcome else 'with the plan lost'}")
     if plan is None:  # lost: everyone on one history, whichever the evidence gave
         histories = {
             (u.volume.live, u.volume.aside, u.volume.marker) for u in cluster.units.values()
