@@ -60,6 +60,7 @@ BACKUP = BackupFacts("20261201T230000Z-0a1b2c", "26.0.3", 3 * 2**30)
 T0 = 1_796_000_000.0  # 2026-11-30
 TICK = 60.0
 IDLE_JUMP = 3600.0  # a round that changes nothing: an hour of update-status passes
+RESTORE_ID = "restore-20261130T005320Z-c0ffee"  # what `Cluster.begin` starts
 OLD = "old"
 # What swap_in reports: the backup's log runs 300 MiB past its chaser, beyond the default
 # MaxTruncation, so the first start needs the raised limit.
@@ -525,7 +526,7 @@ def test_a_plan_lost_during_commit_ends_with_every_unit_on_one_history(
     assert cluster.plan() is None
     # A committed peer proves the plan said commit: the others commit too. Without one,
     # nobody has deleted anything and everyone rolls back.
-    expected = "restore-20261130T005320Z-c0ffee" if committed_before else OLD
+    expected = RESTORE_ID if committed_before else OLD
     assert [u.volume for u in cluster.units.values()] == [Volume(live=expected)] * n
     assert all(u.running for u in cluster.units.values())
 
@@ -982,7 +983,7 @@ def test_any_order_and_any_failure_end_all_restored_or_all_on_old_data(
         histories = {
             (u.volume.live, u.volume.aside, u.volume.marker) for u in cluster.units.values()
         }
-        assert histories in ({(OLD, None, None)}, {(restore_id_of(cluster), None, None)})
+        assert histories in ({(OLD, None, None)}, {(RESTORE_ID, None, None)})
         assert all(u.running for u in cluster.units.values())
         return
     assert plan is not None and plan.phase is PlanPhase.DONE
@@ -993,10 +994,6 @@ def test_any_order_and_any_failure_end_all_restored_or_all_on_old_data(
         departed_early = cluster.departed and plan.failed_in is not PlanPhase.COMMIT
         assert failed or departed_early or plan.reason, cluster.history
         cluster.assert_rolled_back()
-
-
-def restore_id_of(cluster: Cluster) -> str:
-    return restore.restore_id_for(T0, "c0ffee")
 
 
 # -- the same plays on real volumes, with backup.swap's own steps ----------------------------
