@@ -197,3 +197,29 @@ def test_the_checksum_check_sees_headers_when_a_client_sends_them(moto_server):
     recorded = _recorded_uploads(moto_server, DefaultChecksums)
 
     assert [marker for marker in CHECKSUM_MARKERS if marker in recorded] != []
+
+
+@pytest.mark.parametrize(
+    ("uri_style", "url_start"),
+    [
+        ("path", "https://s3.example.com/my-bucket/kurrentdb/backups/key?"),
+        ("virtual", "https://my-bucket.s3.example.com/kurrentdb/backups/key?"),
+    ],
+)
+def test_the_relation_uri_style_decides_where_the_bucket_goes(uri_style, url_start):
+    # No server needed: a presigned URL shows the address a request would use.
+    settings = S3Settings(
+        bucket="my-bucket",
+        access_key=servers.S3_ACCESS_KEY,
+        secret_key=servers.S3_SECRET_KEY,
+        endpoint="https://s3.example.com",
+        path=backends.PATH,
+        uri_style=uri_style,
+    )
+    store = S3Store(settings)
+
+    url = store._client.generate_presigned_url(
+        "get_object", Params={"Bucket": "my-bucket", "Key": store._key("key")}
+    )
+
+    assert url.startswith(url_start)
