@@ -203,6 +203,9 @@ def test_the_checksum_check_sees_headers_when_a_client_sends_them(moto_server):
     ("uri_style", "url_start"),
     [
         ("path", "https://s3.example.com/my-bucket/kurrentdb/backups/key?"),
+        # Unset in the relation: botocore keeps the bucket in the path for an endpoint of
+        # its own (radosgw, MinIO), as s3-integrator's default does.
+        ("auto", "https://s3.example.com/my-bucket/kurrentdb/backups/key?"),
         ("virtual", "https://my-bucket.s3.example.com/kurrentdb/backups/key?"),
     ],
 )
