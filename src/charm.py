@@ -80,7 +80,15 @@ class KurrentDBCharm(ops.CharmBase):
         self.metrics = metrics.MetricsEndpoint(self.model, self.topology, self._stored)
         self.dashboards = dashboards.GrafanaDashboards(self.model, self.topology)
         self.logs = logs.LogForwarding(self.model, self.topology, self._stored)
-        self.backups = Backups(self, self.state, self.cluster.health, self._admin_client_now)
+        self.backups = Backups(
+            self,
+            self.state,
+            self.cluster.health,
+            self._admin_client_now,
+            self.image.version,
+            self.node.workload.stop,
+            self.node.workload.workload_uid_gid,
+        )
         # Failures of this hook's own work, shown by the status path in the same hook.
         # Anything that lasts (bad config, a missing user) the status path finds itself.
         self._problems: list[ops.StatusBase] = []
@@ -149,7 +157,8 @@ class KurrentDBCharm(ops.CharmBase):
         self.cluster.publish_address()
         self._forward_logs_and_publish_address(event)
         config = self._effective_config()
-        if self.unit.is_leader():
+        restore = self.backups.take_turn()  # before anything may start KurrentDB
+        if self.unit.is_leader() and not restore.pauses_schedule:
             self.cluster.schedule()
         ca, passwords = self.state.internal_ca(), self.state.system_passwords()
         view = self.cluster.view()
@@ -163,11 +172,14 @@ class KurrentDBCharm(ops.CharmBase):
         plan, report = self.state.cluster_plan(), self.state.own_report()
         self.cluster.note_settings(config.to_stored(), plan.members)
         may_start = report.started or self.unit.name in plan.fresh_allowed
+        may_start = may_start and not restore.holds_node_stopped
+        config = self.backups.with_restore_options(config, restore)
         try:
             was_running = self.node.workload.is_running()
             self.node.configure(
                 config, self.identity, ca, certificate, passwords, view, may_start=may_start
             )
+            self.backups.after_configure(self.node.workload.is_running())
             pending = bool(self.node.restart_pending)
             started_now = not was_running and (
                 self.node.workload.service_state() != ServiceState.STOPPED
@@ -179,6 +191,8 @@ class KurrentDBCharm(ops.CharmBase):
                     started=True, running_members=plan.members, restart_wanted=False
                 )
             self.cluster.report_health(pending)
+            if restore.pauses_schedule:
+                return  # the restore decides when nodes stop and start
             if self.unit.is_leader():
                 self.cluster.schedule()  # react to this unit's own report at once
             plan = self.state.cluster_plan()
@@ -293,7 +307,7 @@ class KurrentDBCharm(ops.CharmBase):
     # --- status ---------------------------------------------------------------------------
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
-        for problem in self._problems:
+        for problem in [*self._problems, *self.backups.statuses()]:
             event.add_status(problem)
         # Lasting problems are found here, whatever event ran (actions and teardown hooks
         # included), so the same state always shows the same status.
@@ -369,7 +383,10 @@ class KurrentDBCharm(ops.CharmBase):
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         if self.unit.is_leader() and self.state.peer_relation is not None:
-            event.add_status(app_status(self.state.cluster_plan(), self.state.unit_reports()))
+            status = app_status(self.state.cluster_plan(), self.state.unit_reports())
+            if isinstance(status, ops.ActiveStatus) and (note := self.backups.app_note()):
+                status = ops.ActiveStatus(f"{status.message}; {note}")
+            event.add_status(status)
 
     # --- actions --------------------------------------------------------------------------
 

@@ -13,3 +13,8 @@ Modules:
 S3_ENDPOINT = "s3-parameters"
 AZURE_ENDPOINT = "azure-storage"
 STORAGE_ENDPOINTS = (S3_ENDPOINT, AZURE_ENDPOINT)
+# Where a restore shows itself (peer databags, this unit's volume), so that a hook with no
+# restore anywhere can tell without importing the restore modules (tests check they agree
+# with `restore.DATABAG_KEY` and `swap.RESTORE_DIR`/`swap.MARKER_NAME`).
+RESTORE_KEY = "restore"
+RESTORE_MARKER = ".restore/marker.json"

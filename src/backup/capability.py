@@ -9,14 +9,21 @@
   stopped first, and auto-scavenge resumed afterwards, whatever happened.
 - `list-backups` lists every backup under the related bucket and path, other clusters'
   included, so that a new cluster can find an old one's backups.
+- `restore` (on the Juju leader) starts a restore of every node from one backup, without
+  a scale-down: a leader-driven state machine in the peer relation (`restore.py`), each
+  unit's steps on its own volume (`participant.py`, `swap.py`). The charm's reconcile
+  asks `take_turn` first in every hook and honours what it returns: the node stays
+  stopped between the swap and the start, and the cluster schedule pauses meanwhile.
 Action results carry no secret, and a storage failure only its error code.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,12 +31,14 @@ from typing import TYPE_CHECKING
 
 import ops
 
-from backup import STORAGE_ENDPOINTS
+from backup import RESTORE_KEY, RESTORE_MARKER, STORAGE_ENDPOINTS
 
 if TYPE_CHECKING:
     from backup.engine import BackupSummary
     from backup.manifest import SourceInfo
+    from backup.participant import RestoreParticipant
     from backup.relations import BackupStorage
+    from config import CharmConfig
     from kurrentdb_api import KurrentDBClient
     from node import NodeHealth
     from state import CharmState
@@ -58,6 +67,18 @@ class BackupRefusedError(Exception):
     """This unit cannot take a backup now; the message says why and what to do."""
 
 
+@dataclasses.dataclass(frozen=True)
+class RestoreTurn:
+    """What a restore asks of this hook's reconcile."""
+
+    holds_node_stopped: bool = False  # never start or restart KurrentDB now
+    pauses_schedule: bool = False  # no rolling restart, resize or new grant now
+    max_truncation: int | None = None  # the first start on restored data needs this limit
+
+
+NO_RESTORE = RestoreTurn()
+
+
 class Backups(ops.Object):
     """Backups of this unit's node to the related object storage."""
 
@@ -67,13 +88,21 @@ class Backups(ops.Object):
         state: CharmState,
         health: Callable[[], NodeHealth],
         admin_client: Callable[[], KurrentDBClient],
+        image_version: Callable[[], str | None],
+        stop_node: Callable[[], None],
+        workload_ids: Callable[[], tuple[int, int]],
     ):
         super().__init__(charm, "backups")
         self._charm = charm
         self._state = state
         self._health = health
         self._admin_client = admin_client
+        self._image_version = image_version
+        self._stop_node = stop_node
+        self._workload_ids = workload_ids
+        self._participant: RestoreParticipant | None = None
         self._storage: BackupStorage | None = None
+        self.problem: ops.StatusBase | None = None  # this hook's restore trouble, if any
         # The storage library's objects observe their relation's events, so they must
         # exist in every hook where that relation does; a deployment without one pays
         # neither for them nor for parsing storage settings.
@@ -81,6 +110,7 @@ class Backups(ops.Object):
             self._storage = self.storage
         charm.framework.observe(charm.on.create_backup_action, self._on_create_backup)
         charm.framework.observe(charm.on.list_backups_action, self._on_list_backups)
+        charm.framework.observe(charm.on.restore_action, self._on_restore)
 
     @property
     def storage(self) -> BackupStorage:
@@ -91,6 +121,178 @@ class Backups(ops.Object):
             self._storage = BackupStorage(self._charm)
         return self._storage
 
+    # --- the reconcile's entry points -------------------------------------------------
+
+    def take_turn(self, progress: Callable[[str], None] | None = None) -> RestoreTurn:
+        """Every hook, before anything may start KurrentDB: this unit's restore step."""
+        participant = self._restore_participant()
+        if participant is None:
+            return NO_RESTORE
+        from backup.restore import Action, start_max_truncation
+        from backup.swap import SwapError
+
+        reports = self._state.unit_reports()
+        serving = {u: r.role in ("Leader", "Follower") for u, r in reports.items()}
+        try:
+            step = participant.take_turn(serving, self._charm.unit.is_leader(), progress)
+        except SwapError as e:
+            # Never guess with moved-aside data: keep the node stopped and say why.
+            self.problem = ops.BlockedStatus(
+                f"the restore marker on the data volume is unusable ({e}): "
+                "check <volume>/.restore by hand"
+            )
+            self._stop_node()
+            return RestoreTurn(holds_node_stopped=True, pauses_schedule=True)
+        if step.holds_node_stopped:
+            self._stop_node()  # no-op unless it runs
+        limit = start_max_truncation(step.truncation) if step.action is Action.START else None
+        return RestoreTurn(step.holds_node_stopped, step.pauses_schedule, limit)
+
+    def with_restore_options(self, config: CharmConfig, turn: RestoreTurn) -> CharmConfig:
+        """The config for this hook's start, with MaxTruncation raised if it needs that.
+
+        The first start on restored data truncates the log to the chaser checkpoint; when
+        the writer is further ahead than MaxTruncation, KurrentDB would refuse to start.
+        """
+        if turn.max_truncation is None:
+            return config
+        extra = {**config.extra_options, "MaxTruncation": turn.max_truncation}
+        return dataclasses.replace(config, extra_options=extra)
+
+    def after_configure(self, node_running: bool) -> None:
+        """Report a node started on restored data (the reconcile just started it)."""
+        if self._participant is not None:
+            self._participant.after_configure(node_running)
+
+    def statuses(self) -> list[ops.StatusBase]:
+        """This unit's restore status, if a restore concerns it."""
+        if self.problem is not None:
+            return [self.problem]
+        participant = self._restore_participant()
+        plan = participant.plan() if participant is not None else None
+        if plan is None or not plan.running:
+            return []
+        return [
+            ops.MaintenanceStatus(
+                f"restoring backup {plan.backup_id}: {plan.phase.value}"
+                + (f" ({plan.reason})" if plan.reason else "")
+            )
+        ]
+
+    def app_note(self) -> str | None:
+        """What the application status should add after a restore, if anything."""
+        participant = self._restore_participant()
+        plan = participant.plan() if participant is not None else None
+        if plan is None or plan.running:
+            return None
+        from backup.restore import Outcome
+
+        if plan.outcome is Outcome.FAILED:
+            return f"restore of {plan.backup_id} failed ({plan.reason}): previous data kept"
+        if plan.fresh_backup_needed:
+            return f"restored from {plan.backup_id}: run create-backup for a fresh backup"
+        return None
+
+    def _volume(self) -> Path | None:
+        storages = self._charm.model.storages.get("data")
+        return Path(storages[0].location) if storages else None
+
+    def _restore_participant(self) -> RestoreParticipant | None:
+        """The restore participant, or None when no restore shows anywhere near this unit.
+
+        Then the restore modules are not even imported.
+        """
+        if self._participant is not None:
+            return self._participant
+        relation, volume = self._state.peer_relation, self._volume()
+        if relation is None or volume is None:
+            return None
+        shows = (
+            RESTORE_KEY in relation.data[relation.app]
+            or RESTORE_KEY in relation.data[self._charm.unit]
+            or (volume / RESTORE_MARKER).exists()
+        )
+        if not shows:
+            return None
+        return self._make_participant()
+
+    def _make_participant(self) -> RestoreParticipant:
+        from backup.participant import RestoreParticipant
+
+        if self._participant is None:
+            self._participant = RestoreParticipant(
+                self._charm.model,
+                lambda: self._state.peer_relation,
+                self._volume,
+                lambda: self.storage.store(),
+                self._stop_node,
+                self._workload_ids,
+            )
+        return self._participant
+
+    # --- restore ------------------------------------------------------------------------
+
+    def _on_restore(self, event: ops.ActionEvent) -> None:
+        from backup import engine
+        from backup.manifest import ManifestError
+        from backup.restore import BackupFacts, Refusal, initiate
+        from backup.settings import StorageNotReady
+        from backup.store import StorageError
+
+        if not self._charm.unit.is_leader():
+            event.fail("run restore on the leader: juju run kurrentdb/leader restore backup-id=...")
+            return
+        backup_id = str(event.params.get("backup-id", ""))
+        relation = self._state.peer_relation
+        if relation is None:
+            event.fail("the peer relation is not there yet; try again shortly")
+            return
+        try:
+            manifest = engine.load_manifest(self.storage.store(), backup_id)
+        except StorageNotReady as not_ready:
+            event.fail(str(not_ready))
+            return
+        except StorageError as e:
+            event.fail(f"the object storage failed ({e.code}); nothing was changed")
+            return
+        except engine.BackupNotFoundError:
+            event.fail(f"no complete backup {backup_id!r} here: list-backups shows what there is")
+            return
+        except ManifestError as e:
+            event.fail(f"backup {backup_id} has an unusable manifest ({e}); restore another")
+            return
+        participant = self._make_participant()
+        plan = initiate(
+            BackupFacts.from_manifest(manifest),
+            members=self._state.cluster_plan().members,
+            present=tuple(self._state.unit_reports()),
+            image_version=self._image_version(),
+            running_restore=participant.plan(),
+            running_backup=None,  # a backup's own peer data lands only when it ends
+            now=time.time(),
+            token=secrets.token_hex(4),
+            reports=participant.reports(),
+        )
+        if isinstance(plan, Refusal):
+            event.fail(plan.message)
+            return
+        participant.save_plan(plan)
+        event.log(
+            f"restore {plan.restore_id} of backup {backup_id} initiated on "
+            f"{', '.join(plan.participants)}: every unit downloads and verifies it first"
+        )
+        # This unit's own part starts now: its download, with progress in this action.
+        self.take_turn(event.log)
+        event.set_results(
+            {
+                "restore-id": plan.restore_id,
+                "backup-id": backup_id,
+                "units": ", ".join(plan.participants),
+                "next": "watch juju status: the units report each step; the old data is "
+                "kept until the restored cluster serves",
+            }
+        )
+
     # --- create-backup ------------------------------------------------------------------
 
     def _on_create_backup(self, event: ops.ActionEvent) -> None:
@@ -99,6 +301,11 @@ class Backups(ops.Object):
         from backup.store import StorageError
 
         force = event.params.get("force") is True
+        participant = self._restore_participant()
+        restoring = participant.plan() if participant is not None else None
+        if restoring is not None and restoring.running:
+            event.fail(f"restore {restoring.restore_id} is running; back up once it is done")
+            return
         try:
             store = self.storage.store()
             data_dir = self._data_dir()

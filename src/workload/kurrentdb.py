@@ -273,6 +273,19 @@ class KurrentDBWorkload:
         finally:
             self.container.start_checks(paths.CHECK)
 
+    def stop(self) -> None:
+        """Stop KurrentDB (a restore swaps its files); a no-op when it is not running.
+
+        Spaced from the previous stop like a restart, and recorded first (see `restart`).
+        """
+        if not self.is_running():
+            return
+        applied = self.applied()
+        _wait_since(applied.last_stop, STOP_SPACING)
+        self.record_applied(dataclasses.replace(applied, last_stop=time.time()))
+        logger.info("Stopping KurrentDB")
+        self.container.stop(paths.SERVICE)
+
     def reload(self) -> None:
         """Make KurrentDB re-read its log level and certificates without a restart."""
         logger.info("Reloading KurrentDB configuration")

@@ -7,6 +7,7 @@ charm's API calls, and a synthetic KurrentDB data directory on the `data` storag
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 
@@ -28,6 +29,7 @@ from unit.conftest import (  # noqa: F401 (fixtures)
 
 from backup import engine
 from backup.s3 import S3Store
+from charm import KurrentDBCharm
 
 MIB = 2**20
 FQDN = "kurrentdb-{}.kurrentdb-endpoints.prod.svc.cluster.local"
@@ -208,3 +210,125 @@ def test_a_hook_without_a_backup_imports_no_storage_library(ctx, volumes, intern
         del sys.modules[name]
     ctx.run(ctx.on.update_status(), backup_state(ctx, volumes, internal_ca, None, data=False))
     assert not [m for m in sys.modules if m.startswith(("boto3", "botocore", "azure.storage"))]
+
+
+def tree(root) -> dict[str, bytes]:
+    """Every file under ``root`` (but a restore's own directory) with its content."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".restore" not in p.relative_to(root).parts
+    }
+
+
+def single_node_state(ctx, volumes, ca, relation, seed: int):
+    """kurrentdb/0 alone, leading, with its own (different) data on its storage."""
+    state = unit_state(volumes, ca, leader=True)
+    peer = next(iter(state.relations))
+    members = json.dumps(["kurrentdb/0"])
+    report = peer_report(0, "Leader") | {"running-members": members}
+    peer = dataclasses.replace(
+        peer,
+        local_app_data=dict(peer.local_app_data) | {"members": members},
+        local_unit_data=report,
+    )
+    state = dataclasses.replace(state, relations={peer, relation}, planned_units=1)
+    root = next(iter(state.storages)).get_filesystem(ctx)
+    SyntheticDataDir.create(root, DataDirSpec(total_size=24 * MIB, chunk_size=8 * MIB, seed=seed))
+    return state, root
+
+
+@contextlib.contextmanager
+def restore_started(kurrentdb, volumes, ca, server, bucket, backup_id):
+    """A one-unit app with data of its own, on which `restore backup-id=...` just ran."""
+    with testing.Context(KurrentDBCharm) as target_ctx:
+        kurrentdb.state = "Leader"
+        kurrentdb.members = gossip(kurrentdb, {0: "Leader"})
+        state, root = single_node_state(
+            target_ctx, volumes, ca, s3_relation(server, bucket), seed=7
+        )
+        before = tree(root)
+        state = target_ctx.run(target_ctx.on.pebble_ready(state.get_container("kurrentdb")), state)
+        state = target_ctx.run(
+            target_ctx.on.action("restore", params={"backup-id": backup_id}), state
+        )
+        yield target_ctx, state, root, before
+
+
+def test_restore_into_another_single_node_app_gives_the_backups_files(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket, follower_state, tmp_path
+):
+    """Back up one cluster's follower, restore into a one-unit app with other data: the
+    volume ends byte-identical to the backup, but truncate.chk (the chaser's copy) and the
+    secondary index (derived, rebuilt by KurrentDB)."""
+    ctx.run(ctx.on.action("create-backup"), follower_state)
+    backup_id = dict(ctx.action_results or {})["backup-id"]
+    source = tree(next(iter(follower_state.storages)).get_filesystem(ctx))
+
+    with restore_started(kurrentdb, volumes, internal_ca, moto_server, bucket, backup_id) as (
+        target_ctx,
+        state,
+        root,
+        before,
+    ):
+        assert any("initiated" in line for line in target_ctx.action_logs)
+        phases = []
+        for _ in range(8):
+            state = target_ctx.run(target_ctx.on.update_status(), state)
+            peer = next(r for r in state.relations if isinstance(r, testing.PeerRelation))
+            plan = json.loads(peer.local_app_data["restore"])
+            phases.append(plan["phase"])
+            if plan["phase"] == "done":
+                break
+        assert phases[-1] == "done" and plan["outcome"] == "restored", phases
+        assert "swap" in phases and "start" in phases and "commit" in phases, phases
+
+        after = tree(root)
+        assert after != before
+        expected = {p: c for p, c in source.items() if not p.startswith("kurrent.ddb")}
+        assert after["truncate.chk"] == source["chaser.chk"]
+        assert {p: c for p, c in after.items() if p != "truncate.chk"} == {
+            p: c for p, c in expected.items() if p != "truncate.chk"
+        }
+        assert not (root / ".restore").exists(), "the old data is removed once restored"
+        assert state.get_container("kurrentdb").service_statuses["kurrentdb"].value == "active"
+        assert "run create-backup for a fresh backup" in state.app_status.message
+
+
+def test_a_corrupted_backup_fails_the_restore_before_live_data_is_touched(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket, follower_state
+):
+    ctx.run(ctx.on.action("create-backup"), follower_state)
+    backup_id = dict(ctx.action_results or {})["backup-id"]
+    admin = backends.s3_admin(moto_server)
+    blobs = admin.list_objects_v2(Bucket=bucket, Prefix=f"{backends.PATH}/blobs/")["Contents"]
+    victim = max(blobs, key=lambda o: o["Size"])["Key"]
+    admin.put_object(Bucket=bucket, Key=victim, Body=b"not the block that was stored")
+
+    with restore_started(kurrentdb, volumes, internal_ca, moto_server, bucket, backup_id) as (
+        target_ctx,
+        state,
+        root,
+        before,
+    ):
+        for _ in range(4):
+            state = target_ctx.run(target_ctx.on.update_status(), state)
+        peer = next(r for r in state.relations if isinstance(r, testing.PeerRelation))
+        plan = json.loads(peer.local_app_data["restore"])
+        assert (plan["phase"], plan["outcome"], plan["failed-in"]) == ("done", "failed", "stage")
+        assert "verification-failed" in plan["reason"]
+        assert tree(root) == before, "live data untouched"
+        assert state.get_container("kurrentdb").service_statuses["kurrentdb"].value == "active"
+        assert (
+            "failed" in state.app_status.message
+            and "previous data kept" in state.app_status.message
+        )
+
+
+def test_the_cheap_restore_checks_look_where_the_restore_modules_write():
+    """The charm decides from these whether to import the restore modules at all."""
+    import backup
+    from backup import restore, swap
+
+    assert backup.RESTORE_KEY == restore.DATABAG_KEY
+    assert f"{swap.RESTORE_DIR}/{swap.MARKER_NAME}" == backup.RESTORE_MARKER
