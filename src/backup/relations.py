@@ -127,6 +127,15 @@ def _build_requirer(charm: ops.CharmBase, endpoint: str) -> Any:
         problem is only logged, by exception type.
         """
 
+        def _diff(self, event: ops.RelationChangedEvent) -> Any:
+            """The library's diff, remembering digests rather than the provider's values.
+
+            The library keeps a copy of the provider's databag in this charm's own databag
+            (key `data`) to tell what changed; a v0 provider's databag holds the secret
+            key in plain text, and a copy would put it in this charm's relation data too.
+            """
+            return _digest_diff(event, self.relation_data.data_component)
+
         def _on_relation_changed_event(self, event: ops.RelationChangedEvent) -> None:
             try:
                 super()._on_relation_changed_event(event)
@@ -136,3 +145,35 @@ def _build_requirer(charm: ops.CharmBase, endpoint: str) -> Any:
                 )
 
     return GuardedRequirer(charm, endpoint)
+
+
+def _digest_diff(event: ops.RelationChangedEvent, ours: ops.Unit | ops.Application | None) -> Any:
+    """Which of the provider's keys were added, changed or deleted since the last event.
+
+    Kept in our databag's `data` key as a digest per key (the same key the library uses,
+    so a charm revision using the library's own diff reads it as "changed").
+    """
+    import hashlib
+    import json
+
+    from object_storage.utils import Diff
+
+    if ours is None or event.app is None:
+        return Diff([], [], [])
+    databag = event.relation.data[ours]
+    try:
+        old = json.loads(databag.get("data") or "{}")
+    except ValueError:
+        old = {}
+    old = old if isinstance(old, dict) else {}
+    new = {
+        key: hashlib.sha256(value.encode()).hexdigest()
+        for key, value in event.relation.data[event.app].items()
+        if key != "data"
+    }
+    databag["data"] = json.dumps(new, sort_keys=True)
+    return Diff(
+        new.keys() - old.keys(),
+        {key for key in old.keys() & new.keys() if old[key] != new[key]},
+        old.keys() - new.keys(),
+    )

@@ -332,3 +332,19 @@ def test_the_cheap_restore_checks_look_where_the_restore_modules_write():
 
     assert backup.RESTORE_KEY == restore.DATABAG_KEY
     assert f"{swap.RESTORE_DIR}/{swap.MARKER_NAME}" == backup.RESTORE_MARKER
+
+
+def test_the_provider_credentials_are_never_copied_into_this_charms_relation_data(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket
+):
+    """object-storage-charmlib keeps a copy of the provider's databag in ours to diff it;
+    a v0 s3-integrator's databag holds the secret key in plain text."""
+    secret = "a-distinctive-secret-key-for-the-copy-0123456789"
+    relation = s3_relation(moto_server, bucket, **{"secret-key": secret})
+    state = backup_state(ctx, volumes, internal_ca, relation, data=False)
+    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=0), state)
+    ours = out.get_relation(relation.id)
+    written = json.dumps([dict(ours.local_unit_data), dict(ours.local_app_data)])
+    assert "data" in ours.local_unit_data or "data" in ours.local_app_data  # it did diff
+    for form in encodings(secret):
+        assert form not in written
