@@ -77,6 +77,8 @@ class RestoreTurn:
 
 
 NO_RESTORE = RestoreTurn()
+# Peer unit databag: when this unit's last backup began (seconds since the epoch).
+LAST_BACKUP_KEY = "last-backup"
 
 
 class Backups(ops.Object):
@@ -145,8 +147,36 @@ class Backups(ops.Object):
             return RestoreTurn(holds_node_stopped=True, pauses_schedule=True)
         if step.holds_node_stopped:
             self._stop_node()  # no-op unless it runs
+        if self._charm.unit.is_leader():
+            self._clear_fresh_backup_request(participant)
         limit = start_max_truncation(step.truncation) if step.action is Action.START else None
         return RestoreTurn(step.holds_node_stopped, step.pauses_schedule, limit)
+
+    def _note_backup_taken(self, started: float) -> None:
+        """Tell the leader (peer unit databag) that a backup began at ``started``.
+
+        It is the fresh backup a restore asks for when it began after the restore ended.
+        """
+        relation = self._state.peer_relation
+        if relation is not None:
+            relation.data[self._charm.unit][LAST_BACKUP_KEY] = f"{started:.3f}"
+
+    def _clear_fresh_backup_request(self, participant: RestoreParticipant) -> None:
+        """Leader: drop the restore's fresh-backup request once some unit took one."""
+        from backup.restore import fresh_backup_taken
+
+        relation, plan = self._state.peer_relation, participant.plan()
+        if relation is None or plan is None or not plan.fresh_backup_needed:
+            return
+        times = []
+        for unit in (self._charm.unit, *relation.units):
+            try:
+                times.append(float(relation.data[unit].get(LAST_BACKUP_KEY, "")))
+            except ValueError:
+                continue  # absent or not a number: no evidence
+        if times and (cleared := fresh_backup_taken(plan, max(times))) != plan:
+            assert cleared is not None
+            participant.save_plan(cleared)
 
     def with_restore_options(self, config: CharmConfig, turn: RestoreTurn) -> CharmConfig:
         """The config for this hook's start, with MaxTruncation raised if it needs that.
@@ -313,6 +343,7 @@ class Backups(ops.Object):
         except (StorageNotReady, BackupRefusedError) as refused:
             event.fail(str(refused))
             return
+        started = time.time()
         try:
             with self._scavenge_paused(event.log):
                 result = engine.create_backup(store, data_dir, info, event.log)
@@ -331,6 +362,7 @@ class Backups(ops.Object):
         except BackupRefusedError as refused:
             event.fail(str(refused))
             return
+        self._note_backup_taken(started)
         event.set_results(
             {
                 "backup-id": result.backup_id,

@@ -293,6 +293,16 @@ def test_restore_into_another_single_node_app_gives_the_backups_files(
         assert not (root / ".restore").exists(), "the old data is removed once restored"
         assert state.get_container("kurrentdb").service_statuses["kurrentdb"].value == "active"
         assert "run create-backup for a fresh backup" in state.app_status.message
+        # The fresh backup: the old cluster's path is not this one's to write (it belongs to
+        # another model), so it goes to a path of its own; once taken, the request goes.
+        s3 = next(r for r in state.relations if r.endpoint == "s3-parameters")
+        own_path = dataclasses.replace(
+            s3, remote_app_data={**s3.remote_app_data, "path": "restored-cluster"}
+        )
+        state = dataclasses.replace(state, relations=(state.relations - {s3}) | {own_path})
+        state = target_ctx.run(target_ctx.on.action("create-backup", params={"force": True}), state)
+        state = target_ctx.run(target_ctx.on.update_status(), state)
+        assert "fresh backup" not in state.app_status.message, state.app_status
 
 
 def test_a_corrupted_backup_fails_the_restore_before_live_data_is_touched(
@@ -348,3 +358,18 @@ def test_the_provider_credentials_are_never_copied_into_this_charms_relation_dat
     assert "data" in ours.local_unit_data or "data" in ours.local_app_data  # it did diff
     for form in encodings(secret):
         assert form not in written
+
+
+def test_another_application_never_writes_into_a_path_it_does_not_own(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket, follower_state
+):
+    ctx.run(ctx.on.action("create-backup"), follower_state)
+    with testing.Context(KurrentDBCharm, app_name="kurrentdb-other") as other:
+        state = backup_state(other, volumes, internal_ca, s3_relation(moto_server, bucket))
+        with pytest.raises(testing.ActionFailed) as failed:
+            other.run(other.on.action("create-backup"), state)
+        assert "kurrentdb" in failed.value.message
+        # Reading is allowed: the other cluster's backup is listed (and could be restored).
+        other.run(other.on.action("list-backups", params={"format": "json"}), state)
+        rows = json.loads(other.action_results["backups"])
+        assert [r["application"] for r in rows] == ["kurrentdb"]
