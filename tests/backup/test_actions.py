@@ -14,6 +14,8 @@ import json
 import backends
 import pytest
 from datadir import DataDirSpec, SyntheticDataDir
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ops import testing
 from scenario_fixtures import unit_state
 from secret_forms import encodings
@@ -373,3 +375,20 @@ def test_another_application_never_writes_into_a_path_it_does_not_own(
         other.run(other.on.action("list-backups", params={"format": "json"}), state)
         rows = json.loads(other.action_results["backups"])
         assert [r["application"] for r in rows] == ["kurrentdb"]
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(backup_id=st.text(max_size=80) | st.sampled_from(["20261202T000000Z-00000000", "../x"]))
+def test_any_restore_backup_id_fails_cleanly(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket, backup_id
+):
+    """Whatever the user types, restore fails with a sentence (no such backup here),
+    starts nothing, and never shows the storage credentials."""
+    relation = s3_relation(moto_server, bucket)
+    state, _ = single_node_state(ctx, volumes, internal_ca, relation, seed=1)
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("restore", params={"backup-id": backup_id}), state)
+    message = failed.value.message
+    assert message and "\n" not in message
+    assert all(form not in message for form in encodings(moto_server.secret_key))

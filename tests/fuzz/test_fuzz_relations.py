@@ -36,11 +36,17 @@ values = st.one_of(
     st.lists(unit_names, max_size=4).map(json.dumps),
     unit_names,
     st.sampled_from(["5", "null", "true", '[["kurrentdb/0"]]', "[" * 3000, "secret:" + "a" * 20,
-                     "secret:cu1g0j7jjcmh5kcbp8rg", "{}"]),
+                     "secret:cu1g0j7jjcmh5kcbp8rg", "{}", "1e400", "-1", "NaN",
+                     # restore plans and reports of another format, or half of one
+                     '{"format": 2, "phase": "swap"}', '{"format": 1, "restore-id": "r",'
+                     ' "phase": "commit", "participants": ["kurrentdb/0"]}',
+                     '{"format": 1, "restore-id": "r-1", "completed": "swapped", "error": "a b"}']),
 )  # fmt: skip
 APP_KEYS = ["members", "fresh-allowed", "restart-grant", "last-good-config", "ca-secret-id",
-            "passwords-secret-id", "metrics-secret-id", "cluster-size", "v2-members", "schema"]  # fmt: skip
-UNIT_KEYS = [*sorted(UnitReport().to_databag()), "address", "v2-report", "ingress-address"]
+            "passwords-secret-id", "metrics-secret-id", "cluster-size", "v2-members", "schema",
+            "restore"]  # fmt: skip
+UNIT_KEYS = [*sorted(UnitReport().to_databag()), "address", "v2-report", "ingress-address",
+             "restore", "last-backup"]  # fmt: skip
 
 
 @fuzz_settings(50)
