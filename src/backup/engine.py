@@ -63,13 +63,15 @@ from backup.transfer import (
     with_retries,
 )
 
-WORKERS = 6
+UPLOAD_WORKERS = 6
 UPLOAD_IN_FLIGHT = 7
-DOWNLOAD_IN_FLIGHT = 6
-"""Blocks held at once, read ahead of the oldest one not yet stored (or written). Each costs
-its 8 MiB and what the HTTP client copies of it: measured on radosgw with 2 GiB, the backup
-peaked at 170 MB RSS with 6 in flight on 4 threads and 208 MB with 10 on 8 threads (boto3's
-own upload_file: 85 MB); the charm container may be limited to 1 GiB."""
+DOWNLOAD_WORKERS = DOWNLOAD_IN_FLIGHT = 8
+"""Threads, and blocks held at once (read ahead of the oldest one not yet stored, or
+downloaded ahead of the one being written). Each block costs its 8 MiB and what the HTTP
+client holds of it: measured on radosgw with 2 GiB, the backup peaked at 170 MB RSS with 6
+in flight on 4 threads and 208 MB with 10 on 8 threads, before the malloc threshold was
+fixed (`transfer.map_blocks_outside_the_heap`); boto3's own upload_file: 85 MB. The charm
+container may be limited to 1 GiB."""
 
 _ZEROS = bytes(BLOCK_SIZE)
 
@@ -172,12 +174,18 @@ def claim_path(store: ObjectStore, owner: Owner, sleep: Sleep = time.sleep) -> N
 
 @dataclass
 class _PendingFile:
-    """A file whose blocks are read and maybe not all stored yet."""
+    """A file whose blocks are read and maybe not all stored yet (None until stored)."""
 
     path: str
     size: int = 0
     sha256: str = ""
-    blocks: list[Future[tuple[Block, int]]] = field(default_factory=list)
+    blocks: list[Block | None] = field(default_factory=list)
+
+    def entry(self) -> FileEntry:
+        """The manifest's entry, once every block is stored."""
+        blocks = tuple(b for b in self.blocks if b is not None)
+        assert len(blocks) == len(self.blocks), f"{self.path} has blocks not stored"
+        return FileEntry(self.path, self.size, self.sha256, blocks)
 
 
 def _source_blocks(data_dir: Path, source: layout.SourceFile) -> Iterator[bytes]:
@@ -208,29 +216,35 @@ def _source_blocks(data_dir: Path, source: layout.SourceFile) -> Iterator[bytes]
         yield _ZEROS[:size]
 
 
+_InFlight = tuple[_PendingFile, int, int, Future[tuple[Block, int]]]
+
+
 class _Uploader:
-    """Stores blocks on a few threads, keeping at most `IN_FLIGHT` of them in memory."""
+    """Stores blocks on a few threads, keeping at most `UPLOAD_IN_FLIGHT` in memory.
+
+    A stored block's future is dropped as soon as its `Block` is in its file's list, so
+    what a backup holds grows with its manifest only, not with futures and their locks.
+    """
 
     def __init__(self, store: ObjectStore, sleep: Sleep, progress: ProgressLines):
         self._store = store
         self._sleep = sleep
         self._progress = progress
-        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="backup")
-        self._in_flight: collections.deque[tuple[int, Future[tuple[Block, int]]]] = (
-            collections.deque()
-        )
+        self._pool = ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="backup")
+        self._in_flight: collections.deque[_InFlight] = collections.deque()
         self.uploaded = 0
 
-    def submit(self, data: bytes) -> Future[tuple[Block, int]]:
+    def submit(self, data: bytes, pending: _PendingFile) -> None:
         while len(self._in_flight) >= UPLOAD_IN_FLIGHT:
             self._settle(self._in_flight.popleft())
         future = self._pool.submit(put_block, self._store, data, self._sleep)
-        self._in_flight.append((len(data), future))
-        return future
+        pending.blocks.append(None)
+        self._in_flight.append((pending, len(pending.blocks) - 1, len(data), future))
 
-    def _settle(self, item: tuple[int, Future[tuple[Block, int]]]) -> None:
-        size, future = item
-        _, uploaded = future.result()
+    def _settle(self, item: _InFlight) -> None:
+        pending, index, size, future = item
+        block, uploaded = future.result()
+        pending.blocks[index] = block
         self.uploaded += uploaded
         self._progress.advance(size, uploaded)
 
@@ -289,11 +303,7 @@ def create_backup(
     finally:
         uploader.close()
 
-    files = tuple(
-        FileEntry(p.path, p.size, p.sha256, tuple(f.result()[0] for f in p.blocks))
-        for p in pending.values()
-        if p.path not in walk.superseded
-    )
+    files = tuple(p.entry() for p in pending.values() if p.path not in walk.superseded)
     manifest = Manifest(
         backup_id=backup_id,
         source=info,
@@ -332,7 +342,7 @@ def _read_file(
         for data in _source_blocks(data_dir, source):
             digest.update(data)
             pending.size += len(data)
-            pending.blocks.append(uploader.submit(data))
+            uploader.submit(data, pending)
     except FileNotFoundError:
         if not source.may_vanish or pending.blocks:
             raise layout.BackupSourceError(f"{source.path} vanished while being read") from None
@@ -436,7 +446,7 @@ def download_and_verify(
         raise VerificationError(str(staging_dir), "the staging directory is not empty")
     staging_dir.mkdir(parents=True, exist_ok=True)
     lines = ProgressLines(progress, f"download {manifest.backup_id}", manifest.bytes_total)
-    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="restore")
+    pool = ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="restore")
     try:
         for entry in manifest.files:
             _download_file(store, entry, staging_dir, pool, lines, sleep)
