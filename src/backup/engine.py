@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import datetime
 import hashlib
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -466,6 +467,17 @@ def download_and_verify(
 _MISSING_CODES = {"NoSuchKey", "NotFound", "404", "BlobNotFound", "ResourceNotFound"}
 
 
+def _place_block(store: ObjectStore, block: Block, fd: int, offset: int, sleep: Sleep) -> bytes:
+    """Fetch a block and write it at its offset; return its bytes for the file's hash.
+
+    Zeros are not written: they stay sparse, as the preallocated chunk was.
+    """
+    data = fetch_block(store, block, sleep, check_digest=False)
+    if data != _ZEROS[: len(data)]:
+        os.pwrite(fd, data, offset)
+    return data
+
+
 def _download_file(
     store: ObjectStore,
     entry: FileEntry,
@@ -474,6 +486,11 @@ def _download_file(
     lines: ProgressLines,
     sleep: Sleep,
 ) -> None:
+    """Write one file from its blocks, on the pool's threads; check its size and sha256.
+
+    Every block is checked for its size as it arrives, and the file's sha256, computed in
+    order over what was written, covers every byte: one hash per byte, not two.
+    """
     target = staging_dir.joinpath(*entry.path.split("/"))
     if staging_dir.resolve() not in target.resolve().parents:
         raise VerificationError(entry.path, "the path leaves the staging directory")
@@ -481,13 +498,18 @@ def _download_file(
     digest = hashlib.sha256()
     in_flight: collections.deque[tuple[Block, Future[bytes]]] = collections.deque()
     blocks = iter(entry.blocks)
+    offset = 0
     with target.open("wb") as f:
+        fd = f.fileno()
         while True:
             while len(in_flight) < DOWNLOAD_IN_FLIGHT:
                 block = next(blocks, None)
                 if block is None:
                     break
-                in_flight.append((block, pool.submit(fetch_block, store, block, sleep)))
+                in_flight.append(
+                    (block, pool.submit(_place_block, store, block, fd, offset, sleep))
+                )
+                offset += block.size
             if not in_flight:
                 break
             block, future = in_flight.popleft()
@@ -498,16 +520,12 @@ def _download_file(
             except StorageError as e:
                 if e.code in _MISSING_CODES:
                     raise VerificationError(entry.path, f"object {block.key} is missing") from None
-                if e.code == "TooLarge" or not e.transient:
+                if not e.transient:
                     raise VerificationError(
                         entry.path, f"object {block.key} could not be read ({e.code})"
                     ) from None
                 raise
             digest.update(data)
-            if data == _ZEROS[: len(data)]:
-                f.seek(len(data), 1)  # leave zeros sparse, as the preallocated chunk was
-            else:
-                f.write(data)
             lines.advance(len(data))
         f.truncate(entry.size)
     if digest.hexdigest() != entry.sha256:

@@ -43,7 +43,8 @@ data an earlier step already points at or before.
   restored node would overwrite anyway (it resumes writing at the writer checkpoint,
   `TFChunkDb.cs` l.221-231); bounding it makes the stored copy exactly what the checkpoints
   describe, and its zero tail costs nothing to store. Records up to the writer are on disk
-  before the checkpoint moves, since the writer flushes the chunk before its checkpoint.
+  before the checkpoint moves: the writer flushes the chunk, then its checkpoint
+  (`TransactionLog/Chunks/TFChunkWriter.cs` l.170-177).
 
 What is not backed up, and why:
 
