@@ -4,7 +4,7 @@ The suites that are not packages (tests/unit, tests/backup, tests/artifact, ...)
 a conftest that Python knows as the module `conftest`, and pytest leaves the last one it
 loaded in `sys.modules`: with several such suites in one run, a test module would import
 another suite's helpers. Before pytest imports a test module, point `conftest` at the
-conftest of that module's directory, if it has one.
+conftest of that module's directory, if it has one, and again before each test runs.
 """
 
 from __future__ import annotations
@@ -14,10 +14,19 @@ import sys
 import pytest
 
 
-def pytest_collectstart(collector: pytest.Collector) -> None:
-    if not isinstance(collector, pytest.Module):
-        return
+def _own_conftest(config: pytest.Config, directory: object) -> None:
     # pytest registers each conftest as a plugin under its file's path.
-    own = collector.config.pluginmanager.get_plugin(str(collector.path.parent / "conftest.py"))
+    own = config.pluginmanager.get_plugin(f"{directory}/conftest.py")
     if own is not None and getattr(own, "__name__", "") == "conftest":
         sys.modules["conftest"] = own
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    if isinstance(collector, pytest.Module):
+        _own_conftest(collector.config, collector.path.parent)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Tests that import from `conftest` inside their body run after every suite was
+    # collected: point it at their own directory's again.
+    _own_conftest(item.config, item.path.parent)

@@ -179,7 +179,7 @@ def test_last_good_config_is_kept_in_the_peer_relation(ctx, volumes, internal_ca
 def test_a_new_pod_with_invalid_config_starts_on_the_last_good_one(
     ctx, volumes, internal_ca, kurrentdb, tmp_path
 ):
-    from conftest import Volumes, write_passwd
+    from scenario_fixtures import Volumes, write_passwd
 
     # The leader recorded a good config; then the user set a bad one.
     first = started(ctx, volumes, internal_ca, config={"run-projections": "all"})

@@ -177,7 +177,7 @@ def test_an_answer_echoing_a_password_to_an_anonymous_request_is_redacted(
 ):
     """Found by tests/fuzz: the health check asks without credentials, so only the secrets
     a client sent were redacted, and a body holding the admin password reached the status."""
-    from conftest import ADMIN_PASSWORD, unit_state
+    from scenario_fixtures import ADMIN_PASSWORD, unit_state
 
     from workload import paths
 

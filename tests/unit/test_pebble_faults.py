@@ -90,7 +90,7 @@ def test_pebble_failing_mid_hook_is_retried(
 def test_a_failing_chown_is_retried(ctx, volumes, internal_ca):
     import os
 
-    from conftest import write_passwd
+    from scenario_fixtures import write_passwd
 
     write_passwd(volumes.etc, uid=os.getuid() + 1, gid=os.getgid())  # the volume needs a chown
     state = unit_state(volumes, internal_ca)

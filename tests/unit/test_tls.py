@@ -128,7 +128,7 @@ def test_certificate_renewal_reloads_instead_of_restarting(ctx, volumes, interna
 
 @pytest.mark.parametrize("uid_matches", [True, False])
 def test_data_volume_chowned_only_when_owner_is_wrong(ctx, volumes, internal_ca, uid_matches):
-    from conftest import write_passwd
+    from scenario_fixtures import write_passwd
 
     if not uid_matches:
         write_passwd(volumes.etc, uid=1001, gid=1001)  # the 26.x image's uid, not the volume's
