@@ -67,7 +67,7 @@ def update_status_ms(runs: int) -> tuple[float, float]:
     """
     import json
 
-    import conftest
+    import scenario_fixtures as conftest  # the helpers tests/unit/conftest.py re-exports
     from ops import testing
 
     import tls
