@@ -34,6 +34,20 @@ def s3_settings(server: Server, bucket: str, **overrides: Any) -> S3Settings:
     return replace(settings, **overrides)
 
 
+def s3_integrator_data(server: Server, bucket: str) -> dict[str, str]:
+    """What s3-integrator (v0) puts in its app data for this bucket: plain keys,
+    credentials included."""
+    return {
+        "bucket": bucket,
+        "access-key": server.access_key,
+        "secret-key": server.secret_key,
+        "endpoint": server.endpoint,
+        "region": "us-east-1",
+        "path": PATH,
+        "s3-uri-style": "path",
+    }
+
+
 def s3_admin(server: Server, **client_options: Any) -> Any:
     """A plain boto3 client for the test's own set-up and checks."""
     import boto3

@@ -13,50 +13,29 @@ would shadow src/backup), so its conftest is the module `conftest`, like tests/u
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import backends
 import pytest
 import servers
+from server_fixtures import running_server
 
 from backup.store import ObjectStore
 
 
-def _server(
-    request: pytest.FixtureRequest,
-    factory: pytest.TempPathFactory,
-    name: str,
-    start: Callable[[Path], servers.Server],
-) -> Iterator[servers.Server]:
-    try:
-        server = start(factory.mktemp(name))
-    except servers.ServerUnavailable as unavailable:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} did not start: {unavailable}", pytrace=False)
-        pytest.skip(f"{name} unavailable: {str(unavailable).splitlines()[0]}")
-    try:
-        yield server
-    finally:
-        server.stop()
-        if request.session.testsfailed:
-            print(f"\n{name} logs: {server.data_dir}")
-
-
 @pytest.fixture(scope="session")
 def radosgw_server(request, tmp_path_factory) -> Iterator[servers.Server]:
-    yield from _server(request, tmp_path_factory, "radosgw", servers.start_radosgw)
+    yield from running_server(request, tmp_path_factory, "radosgw", servers.start_radosgw)
 
 
 @pytest.fixture(scope="session")
 def moto_server(request, tmp_path_factory) -> Iterator[servers.Server]:
-    yield from _server(request, tmp_path_factory, "moto", servers.start_moto)
+    yield from running_server(request, tmp_path_factory, "moto", servers.start_moto)
 
 
 @pytest.fixture(scope="session")
 def azurite_server(request, tmp_path_factory) -> Iterator[servers.Server]:
-    yield from _server(request, tmp_path_factory, "azurite", servers.start_azurite)
+    yield from running_server(request, tmp_path_factory, "azurite", servers.start_azurite)
 
 
 @pytest.fixture

@@ -39,15 +39,7 @@ FQDN = "kurrentdb-{}.kurrentdb-endpoints.prod.svc.cluster.local"
 
 def s3_relation(server, bucket: str, **overrides: str) -> testing.Relation:
     """s3-integrator's (v0) app data: plain keys, credentials included."""
-    data = {
-        "bucket": bucket,
-        "access-key": server.access_key,
-        "secret-key": server.secret_key,
-        "endpoint": server.endpoint,
-        "region": "us-east-1",
-        "path": backends.PATH,
-        "s3-uri-style": "path",
-    }
+    data = backends.s3_integrator_data(server, bucket)
     return testing.Relation("s3-parameters", remote_app_name="s3", remote_app_data=data | overrides)
 
 
