@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import pytest
 
 import tls
@@ -49,3 +52,20 @@ def no_kubernetes(monkeypatch):
     import kubernetes
 
     monkeypatch.setattr(kubernetes, "label_pod", lambda *args: True)
+
+
+# The backup suite's server and data-directory helpers (tests/backup is not a package: its
+# name would shadow src/backup), importable as `servers`, `backends` and `datadir`. At
+# the end of the path, so nothing else is shadowed by them.
+_BACKUP_TESTS = str(pathlib.Path(__file__).resolve().parents[1] / "backup")
+if _BACKUP_TESTS not in sys.path:
+    sys.path.append(_BACKUP_TESTS)
+
+
+@pytest.fixture(scope="session")
+def moto_server(request, tmp_path_factory):
+    """moto's S3 server, started once (as tests/backup's conftest does)."""
+    import servers
+    from server_fixtures import running_server
+
+    yield from running_server(request, tmp_path_factory, "moto", servers.start_moto)

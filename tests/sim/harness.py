@@ -15,6 +15,12 @@ each unit appears in goal-state (`planned_units`) only when its pod introduces i
 (`introduce_at`, on a simulated clock of SECONDS_PER_TICK per tick). `run_for` plays time
 out the way a quiet model sees it: update-status every UPDATE_STATUS_INTERVAL per unit, and
 each unit running at most one hook per tick.
+
+The charm finds its `data` storage at the unit's volume, as the workload does. With
+`enable_backups`, every unit also has an s3-parameters relation and the same synthetic
+KurrentDB data directory on its volume, and each node's log follows the data set its
+volume holds when it starts (`sim.volumes`); `run_action` runs an action on a unit, and
+a test's fault injection can kill a hook mid-way (`HookKilledError`).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import node as node_module
 import workload.kurrentdb as workload_module
 from charm import KurrentDBCharm
 from sim.kurrentdb_cluster import SECONDS_PER_TICK, SimCluster
+from sim.volumes import VolumeHistories, data_identity
 from state import PEER_RELATION
 from tls import KeyPair
 from workload import paths
@@ -60,6 +67,20 @@ UPDATE_STATUS_INTERVAL = 300.0
 HEALTH_KEYS = frozenset({"role", "caught-up"})
 # The orders in which Juju may run the queued hooks of different units: it promises none.
 HOOK_ORDERS = ("number", "newest")
+# What the image says `KurrentDB --version` is, in simulations with backups: the version
+# the nodes' doubles report too.
+IMAGE_VERSION = "26.1.0"
+BACKUP_RELATION_ID = 2
+# Plan phases (backup.restore.PlanPhase) in which the restore stops every node on purpose.
+RESTORE_STOP_PHASES = ("swap", "start", "roll-back")
+
+
+class HookKilledError(Exception):
+    """Raised by a test's fault injection: the hook dies here, as a killed pod's would.
+
+    The harness keeps what outlives a dead hook (files on the volumes, Pebble's services)
+    and drops what Juju drops (relation data, stored state), then retries the hook.
+    """
 
 
 @dataclasses.dataclass
@@ -137,6 +158,15 @@ class Simulation:
         self.charm_restarts: collections.Counter[str] = collections.Counter()
         self._current: SimUnit | None = None
         self._relation_id = 1
+        self._monkeypatch = monkeypatch
+        # Backups and restores (`enable_backups`): off unless a test asks.
+        self.volumes: VolumeHistories | None = None
+        self._backup_relation: testing.Relation | None = None
+        self._data_spec: Any = None
+        self._backend: Any = None  # the running hook's model backend (its live databags)
+        self._service_now: ops.pebble.ServiceStatus | None = None  # set by this hook
+        self.failed_hooks: list[tuple[str, str]] = []  # (unit, hook) of killed hooks
+        self.last_action_logs: list[str] = []
         # A hook that waits lets simulated time pass: the cluster ticks while it sleeps,
         # and what the hook wrote to relation data reaches nobody before it ends.
         monkeypatch.setattr(
@@ -151,6 +181,41 @@ class Simulation:
         # Every hook builds a Context, which parses charmcraft.yaml again: parse it once.
         spec = _CharmSpec.autoload(KurrentDBCharm)
         monkeypatch.setattr(_CharmSpec, "autoload", staticmethod(lambda charm_type: spec))
+        self._patch_storage(monkeypatch)
+
+    def enable_backups(self, relation: testing.Relation, data_spec: Any) -> None:
+        """Give every unit an s3-parameters relation and a synthetic data directory.
+
+        ``relation`` is the storage relation every unit's state holds (its id must be
+        BACKUP_RELATION_ID); ``data_spec`` a `datadir.DataDirSpec`: every unit added
+        afterwards gets that same data on its volume (one seed: the nodes hold one
+        replicated history). The nodes' logs follow their volumes (`VolumeHistories`),
+        the image reports IMAGE_VERSION, and the restore's clock is the simulated one.
+        """
+        assert relation.id == BACKUP_RELATION_ID, relation.id
+        assert not self.units, "enable backups before adding units"
+        self._backup_relation, self._data_spec = relation, data_spec
+        self.volumes = VolumeHistories(self.cluster)
+        from backup import capability, participant
+
+        epoch = time.time()  # simulated seconds count from the real start
+        clock = types.SimpleNamespace(
+            time=lambda: epoch + self.seconds(),
+            monotonic=self.seconds,
+            sleep=self._sleep_in_hook,
+        )
+        self._monkeypatch.setattr(participant, "time", clock)
+        self._monkeypatch.setattr(capability, "time", clock)
+
+    def grow_data(self, size: int) -> None:
+        """Clients wrote ``size`` more bytes: every volume's data grows by the same bytes."""
+        from datadir import SyntheticDataDir
+
+        assert self.volumes is not None and self._data_spec is not None
+        for name, unit in self.units.items():
+            before = data_identity(unit.data)
+            SyntheticDataDir(unit.data, self._data_spec).grow_active(size)
+            self.volumes.regrown(name, before, data_identity(unit.data))
 
     # --- Juju operations -------------------------------------------------------------------
 
@@ -163,6 +228,10 @@ class Simulation:
         unit = SimUnit(name=name, root=self.tmp / name.replace("/", "-"))
         unit.etc.mkdir(parents=True)
         unit.data.mkdir()
+        if self._data_spec is not None:
+            from datadir import SyntheticDataDir
+
+            SyntheticDataDir.create(unit.data, self._data_spec)
         (unit.etc / "passwd").write_text(
             f"kurrent:x:{os.getuid()}:{os.getgid()}::/home/kurrent:/usr/sbin/nologin\n"
         )
@@ -254,6 +323,8 @@ class Simulation:
 
     def check_invariants(self) -> None:
         """Fail at the first tick that broke an invariant (when ``strict``)."""
+        if self.volumes is not None:
+            self.volumes.check_running({n: u.data for n, u in self.units.items()})
         breach = self.cluster.first_breach
         if self.strict and breach is not None:
             raise AssertionError(f"{breach}\n{self.describe()}")
@@ -411,7 +482,15 @@ class Simulation:
                 int(n.split("/")[1]): dict(d) for n, d in self.unit_data.items() if n != unit.name
             },
         )
+        relations: set[testing.RelationBase] = {peer}
+        if self._backup_relation is not None:
+            kept = unit.state and [r for r in unit.state.relations if r.id == BACKUP_RELATION_ID]
+            relations.add(kept[0] if kept else self._backup_relation)
         if unit.state is None:
+            execs = {testing.Exec(["chown"], return_code=0)}
+            if self._backup_relation is not None:
+                version = f"KurrentDB version {IMAGE_VERSION} oss (tags/v{IMAGE_VERSION})\n"
+                execs.add(testing.Exec([paths.BINARY, "--version"], stdout=version))
             container = testing.Container(
                 paths.CONTAINER,
                 can_connect=True,
@@ -419,13 +498,13 @@ class Simulation:
                     "etc": testing.Mount(location="/etc", source=unit.etc),
                     "data": testing.Mount(location=paths.DATA_DIR, source=unit.data),
                 },
-                execs={testing.Exec(["chown"], return_code=0)},
+                execs=execs,
             )
             return testing.State(
                 leader=self.leader == unit.name,
                 config=dict(self.config),
                 containers={container},
-                relations={peer},
+                relations=relations,
                 secrets=set(self.app_secrets.values()) | self.user_secrets,
                 storages={testing.Storage("data")},
                 model=testing.Model(name=MODEL),
@@ -436,23 +515,83 @@ class Simulation:
             unit.state,
             leader=self.leader == unit.name,
             config=dict(self.config),
-            relations={peer},
+            relations=relations,
             secrets=own_secrets | set(self.app_secrets.values()) | self.user_secrets,
             planned_units=self.planned_units,
         )
 
-    def _run(self, name: str, factory: EventFactory, what: str = "") -> None:
+    def run_action(
+        self, name: str, action: str, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """`juju run <unit> <action>`: its results; testing.ActionFailed if it failed.
+
+        The action's log lines are in `last_action_logs` afterwards."""
+        outcome: dict[str, Any] = {}
+
+        def event(ctx: testing.Context, state: testing.State) -> Any:
+            outcome["ctx"] = ctx
+            return ctx.on.action(action, params=params or {})
+
+        def keep(ctx: testing.Context) -> None:
+            outcome["results"] = dict(ctx.action_results or {})
+            outcome["logs"] = list(ctx.action_logs)
+
+        try:
+            self._run(name, event, f"action {action}", keep)
+        finally:
+            self.last_action_logs = outcome.get("logs", [])
+        return dict(outcome["results"])
+
+    def _run(
+        self,
+        name: str,
+        factory: EventFactory,
+        what: str = "",
+        keep: Callable[[testing.Context], None] | None = None,
+    ) -> None:
         unit = self.units[name]
         self.hook_log.append((self.clock, name, what))
         state_in = self._state_for(unit)
         KurrentDBCharm.api_url = self.cluster.node(name).url
-        self._current = unit
-        with testing.Context(KurrentDBCharm, unit_id=unit.number, app_trusted=True) as ctx:
-            unit.state = ctx.run(factory(ctx, state_in), state_in)
-        self._current = None
+        self._current, self._service_now = unit, None
+        failed: testing.ActionFailed | None = None
+        try:
+            with testing.Context(KurrentDBCharm, unit_id=unit.number, app_trusted=True) as ctx:
+                try:
+                    unit.state = ctx.run(factory(ctx, state_in), state_in)
+                except testing.ActionFailed as e:
+                    assert e.state is not None
+                    unit.state, failed = e.state, e
+                finally:
+                    if keep is not None:
+                        keep(ctx)
+        except testing.errors.UncaughtCharmError as e:
+            if not isinstance(e.__cause__, HookKilledError):
+                raise
+            self._hook_died(unit, name, what, factory)
+            return
+        finally:
+            self._current = self._backend = None
         unit.hooks += 1
         self.hooks_run += 1
         self._share(unit)
+        if self.volumes is not None:
+            self.check_invariants()  # a restore moves data and starts nodes between ticks
+        if failed is not None:
+            raise failed
+
+    def _hook_died(self, unit: SimUnit, name: str, what: str, factory: EventFactory) -> None:
+        """A hook killed mid-way: Juju keeps none of its relation data or stored state,
+        Pebble keeps the service state it left, and Juju runs the hook again."""
+        self.failed_hooks.append((name, what))
+        if unit.state is not None and self._service_now is not None:
+            container = unit.state.get_container(paths.CONTAINER)
+            services = {**container.service_statuses, paths.SERVICE: self._service_now}
+            container = dataclasses.replace(container, service_statuses=services)
+            unit.state = dataclasses.replace(unit.state, containers={container})
+        self._enqueue(name, f"{what} (retried)", factory)
+        if self.volumes is not None:
+            self.check_invariants()
 
     def _share(self, unit: SimUnit) -> None:
         assert unit.state is not None
@@ -533,18 +672,23 @@ class Simulation:
             unit = current()
             was_running = sim.cluster.process_running(unit.name)
             replan(container)
+            sim._service_now = ops.pebble.ServiceStatus.ACTIVE
             if not was_running:
-                sim.cluster.start_process(unit.name, unit.rendered_config())
+                sim._start_node(unit)
 
         def sim_restart(container: ops.Container, *names: str) -> None:
             restart(container, *names)
             unit = current()
+            sim._service_now = ops.pebble.ServiceStatus.ACTIVE
             sim.charm_restarts[unit.name] += 1
-            sim.cluster.restart_process(unit.name, unit.rendered_config(), by_charm=True)
+            sim.cluster.stop_process(unit.name, by_charm=True)
+            sim._start_node(unit)
 
         def sim_stop(container: ops.Container, *names: str) -> None:
             stop(container, *names)
-            sim.cluster.stop_process(current().name, by_charm=True)
+            sim._service_now = ops.pebble.ServiceStatus.INACTIVE
+            for_restore = sim._restore_phase_in_hook() in RESTORE_STOP_PHASES
+            sim.cluster.stop_process(current().name, by_charm=True, for_restore=for_restore)
 
         def sim_push(container: ops.Container, path: str, source: Any, **kwargs: Any) -> None:
             push(container, path, source, **kwargs)
@@ -610,7 +754,46 @@ class Simulation:
                 continue
             services = unit.state.get_container(paths.CONTAINER).service_statuses
             if services.get(paths.SERVICE) == ops.pebble.ServiceStatus.ACTIVE:
-                self.cluster.start_process(name, unit.rendered_config())
+                self._start_node(unit)
+
+    def _start_node(self, unit: SimUnit) -> None:
+        """KurrentDB starts on the unit's volume as it is now (`VolumeHistories`)."""
+        if self.volumes is not None:
+            self.volumes.before_start(unit.name, unit.data)
+        self.cluster.start_process(unit.name, unit.rendered_config())
+
+    def _restore_phase_in_hook(self) -> str | None:
+        """The restore plan's phase as the running hook sees it now (the leader may have
+        just advanced it): from the hook's own live databag, not the shared copy."""
+        backend = self._backend
+        if backend is None:
+            return None
+        try:
+            relation = backend._state.get_relation(self._relation_id)
+            return str(json.loads(relation.local_app_data["restore"])["phase"])
+        except (KeyError, ValueError, TypeError):
+            return None
+
+    def _patch_storage(self, monkeypatch: Any) -> None:
+        """The charm finds the `data` storage where the workload mounts it: the unit's
+        volume (Scenario would give each hook a new empty directory), and the harness
+        remembers each hook's model backend to read its live databags."""
+        sim = self
+        storage_root = testing.Context._get_storage_root
+
+        def unit_volume(ctx: testing.Context, name: str, index: int) -> pathlib.Path:
+            if name == "data" and sim._current is not None:
+                return sim._current.data
+            return storage_root(ctx, name, index)
+
+        monkeypatch.setattr(testing.Context, "_get_storage_root", unit_volume)
+        backend_init = scenario_mocking._MockModelBackend.__init__
+
+        def remember(backend: Any, *args: Any, **kwargs: Any) -> None:
+            backend_init(backend, *args, **kwargs)
+            sim._backend = backend
+
+        monkeypatch.setattr(scenario_mocking._MockModelBackend, "__init__", remember)
 
 
 def iter_states(sim: Simulation) -> Iterator[tuple[str, testing.State]]:

@@ -81,9 +81,14 @@ Rules, from the server's source (kurrent-io/KurrentDB, tag v26.1.0; paths under 
 Invariants, checked at the start (the state the last round of hooks left) and the end of
 every tick, reported as `Breach`es (the harness fails the test at the first one): (a) never
 two disjoint sets of running nodes that could each elect a leader by their own sizes; (b)
-never two voting nodes down by the charm's doing (stopped by it, not serving again yet);
-(c) no acknowledged write lost. (d), every resize completing in bounded time, is checked by
-`sim.scenarios.run_step`.
+never two voting nodes down by the charm's doing (stopped by it, not serving again yet),
+but for nodes a restore stopped on purpose (`stop_process(for_restore=True)`: every node
+stops between the restore's swap and its start); (c) no acknowledged write lost, counted
+within each history (`SimNode.lineage`): a restore (`load_data`) starts a history from the
+backup's log, and what was acknowledged after the backup is dropped by design, not lost;
+(e) never two histories running at once (old data beside restored data). (d), every resize
+completing in bounded time, is checked by `sim.scenarios.run_step`; (f) and (g), about the
+volumes, by `sim.volumes`.
 
 Logs. The bytes one leader writes in one term are identical on every node that holds them. So
 a log is a tuple of (term, epoch, start, end) segments, and two logs agree up to the first
@@ -132,6 +137,7 @@ CLONE_THRESHOLD = 1024
 NO_QUORUM_TICKS = 2
 _IDS = uuid.UUID("6f1c2d0e-5b7a-4e0c-9a51-0c8e2b6d7f31")  # namespace: deterministic GUIDs
 _NO_EPOCH = "00000000-0000-0000-0000-000000000000"
+ORIGINAL = "original"  # the history every node starts with
 
 
 class Segment(NamedTuple):
@@ -236,6 +242,12 @@ class SimNode:
     short_ticks: int = 0  # consecutive ticks this leader had too few subscriptions
     boot_ticks_left: int = 0  # ticks until a starting process is up (rule 1)
     charm_down: bool = False  # stopped by the charm, not serving again yet (invariant b)
+    # Stopped by a restore on purpose (every node stops between its swap and start):
+    # exempt from invariant (b) until it serves again.
+    restore_down: bool = False
+    # Which history its data holds: ORIGINAL, or the one a restore put in place
+    # (`load_data`); writes are acknowledged, and lost, within one history (invariant c).
+    lineage: str = ORIGINAL
     known: dict[str, tuple[NodeState, int | None]] = field(default_factory=dict, repr=False)
 
     @property
@@ -396,7 +408,9 @@ class SimCluster:
         self.election_count = 0
         self.write_unavailable_ticks = 0
         self.breaches: list[Breach] = []  # invariant breaches, one per invariant and tick
-        self._acked: dict[int, _Acked] = {}  # by term
+        # What was acknowledged, by history (`SimNode.lineage`), then by term.
+        self._ledgers: dict[str, dict[int, _Acked]] = {ORIGINAL: {}}
+        self._lineage = ORIGINAL  # the history the latest leader ran
         self._lost_logged = 0
         self._terms = itertools.count(1)
         self._joins = itertools.count(1)
@@ -434,7 +448,7 @@ class SimCluster:
             if data_bytes:
                 term = next(self._terms)
                 node.log = (Segment(term, 0, 0, data_bytes),)
-                self._acked[term] = _Acked(0, data_bytes)
+                self._ledgers[ORIGINAL][term] = _Acked(0, data_bytes)
             self.nodes[name] = node
             self._sync(node)
             self._event(node, "added")
@@ -516,18 +530,45 @@ class SimCluster:
                 node.double.up()
             self._sync(node)
             self._event(node, "start")
+            self._check_histories()
 
-    def stop_process(self, name: str, *, by_charm: bool = False) -> None:
+    def stop_process(self, name: str, *, by_charm: bool = False, for_restore: bool = False) -> None:
         """Pebble stopped KurrentDB (clean shutdown); a no-op if it is not running.
 
         ``by_charm``: the charm asked for it, so the node counts against invariant (b)
-        until it serves again."""
+        until it serves again, unless ``for_restore``: a restore stops every node on
+        purpose between its swap and its start."""
         with self._lock:
             node = self.nodes[name]
             if node.running:
                 self.restart_log.append((self.now, name, node.state))
                 self._halt(node, "stopped", "stop")
-                node.charm_down = by_charm
+                node.charm_down = by_charm and not for_restore
+                node.restore_down = by_charm and for_restore
+
+    def load_data(self, name: str, lineage: str, log: Log) -> None:
+        """A stopped node's volume now holds ``log`` of history ``lineage`` (a restore
+        swapped its data in, or rolled it back). A history new to the model starts
+        with what the original history had acknowledged of ``log``: everything after
+        it was dropped by the restore, on purpose."""
+        with self._lock:
+            node = self.nodes[name]
+            if node.running:
+                raise RuntimeError(f"{name}: its data changed under a running KurrentDB")
+            if lineage not in self._ledgers:
+                held = {s.term: s.end for s in log}
+                self._ledgers[lineage] = {
+                    term: _Acked(a.start, min(a.end, max(a.start, held[term])))
+                    for term, a in self._ledgers[ORIGINAL].items()
+                    if term in held
+                }
+            node.log, node.lineage = log, lineage
+            self._event(node, f"data: {lineage} history, {node.writer_checkpoint} bytes")
+
+    def report_breach(self, invariant: str, detail: str) -> None:
+        """An invariant the harness checks (it knows the volumes) broke now."""
+        with self._lock:
+            self._breach(invariant, detail)
 
     def restart_process(
         self, name: str, config: Mapping[str, Any] | None = None, *, by_charm: bool = False
@@ -553,11 +594,12 @@ class SimCluster:
 
     def lost_acknowledged_writes(self) -> int:
         """Bytes a quorum acknowledged that a later leader's history does not hold."""
-        return sum(a.lost for a in self._acked.values())
+        return sum(a.lost for ledger in self._ledgers.values() for a in ledger.values())
 
     def acknowledged_bytes(self) -> int:
         """Bytes a quorum acknowledged, minus the lost ones."""
-        return sum(a.end - a.start - a.lost for a in self._acked.values())
+        ledger = self._ledgers[self._lineage].values()
+        return sum(a.end - a.start - a.lost for a in ledger)
 
     def is_quiet(self) -> bool:
         """No node starting, electing, resigning or catching up."""
@@ -618,6 +660,14 @@ class SimCluster:
             self._breach("b: two voting nodes down by the charm", ", ".join(down))
         if self.lost_acknowledged_writes():
             self._breach("c: acknowledged writes lost", f"{self.lost_acknowledged_writes()} bytes")
+        self._check_histories()
+
+    def _check_histories(self) -> None:
+        """Invariant (e), also checked at every start: hooks start nodes between ticks."""
+        running = [n for n in self._sorted(self.nodes.values()) if n.running]
+        if len({n.lineage for n in running}) > 1:
+            detail = ", ".join(f"{n.name}: {n.lineage}" for n in running)
+            self._breach("e: running nodes hold different histories", detail)
 
     def _breach(self, invariant: str, detail: str) -> None:
         if self.breaches and (self.breaches[-1].tick, self.breaches[-1].invariant) == (
@@ -777,7 +827,8 @@ class SimCluster:
             acknowledged = positions[leader.quorum - 1]
             for s in _content(leader.log):
                 if s.start < acknowledged:
-                    acked = self._acked.setdefault(s.term, _Acked(s.start, s.start))
+                    ledger = self._ledgers[leader.lineage]
+                    acked = ledger.setdefault(s.term, _Acked(s.start, s.start))
                     acked.end = max(acked.end, min(s.end, acknowledged))
             writable = writable or acknowledged >= target
         return writable
@@ -800,7 +851,7 @@ class SimCluster:
     def _serve(self, node: SimNode) -> None:
         """The node became Leader or Follower: SystemReady, if it was not already."""
         node.ready = True
-        node.charm_down = False
+        node.charm_down = node.restore_down = False
 
     def _check_acknowledged(self) -> None:
         """Compare what was acknowledged with the history of the leader (the best one)."""
@@ -808,7 +859,8 @@ class SimCluster:
         if name is None:
             return
         held = {s.term: s.end for s in self.nodes[name].log}
-        for term, acked in self._acked.items():
+        self._lineage = self.nodes[name].lineage
+        for term, acked in self._ledgers[self._lineage].items():
             kept = min(acked.end, held.get(term, acked.start))
             if kept < acked.end:
                 acked.kept = kept if acked.kept is None else min(acked.kept, kept)

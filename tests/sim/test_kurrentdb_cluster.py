@@ -480,3 +480,52 @@ def test_health_live_answers_204_only_once_the_node_served(cluster: SimCluster):
     for _ in range(4):
         cluster.tick()
     assert live("kurrentdb/0") == 204 and live("kurrentdb/1") == 204
+
+
+def test_a_restore_runs_the_backups_history_and_drops_later_writes_on_purpose(
+    cluster: SimCluster,
+):
+    """Every node stopped by a restore (exempt from invariant b), loaded with the backup's
+    log in a history of its own: what was written after the backup is dropped, not lost."""
+    form_three(cluster)
+    for _ in range(3):
+        cluster.tick()
+    backup = cluster.node("kurrentdb/1").log
+    for _ in range(3):
+        cluster.tick()
+    for n in range(3):
+        cluster.stop_process(f"kurrentdb/{n}", by_charm=True, for_restore=True)
+    cluster.tick()
+    for n in range(3):
+        cluster.load_data(f"kurrentdb/{n}", "restored:x", backup)
+        cluster.start_process(f"kurrentdb/{n}", conf3(n))
+    settle(cluster)
+    for _ in range(2):
+        cluster.tick()
+    assert cluster.breaches == []
+    leader = cluster.node(cluster.leader() or "")
+    assert common_bytes(leader.log, backup) == backup[-1].end
+    assert cluster.acknowledged_bytes() == leader.writer_checkpoint
+
+
+def test_the_same_stops_without_a_restore_break_invariant_b(cluster: SimCluster):
+    form_three(cluster)
+    for n in range(2):
+        cluster.stop_process(f"kurrentdb/{n}", by_charm=True)
+    cluster.tick()
+    assert [b.invariant for b in cluster.breaches] == ["b: two voting nodes down by the charm"]
+
+
+def test_nodes_of_two_histories_running_at_once_break_invariant_e(cluster: SimCluster):
+    form_three(cluster)
+    cluster.stop_process("kurrentdb/2", by_charm=True, for_restore=True)
+    cluster.load_data("kurrentdb/2", "restored:x", cluster.node("kurrentdb/2").log[:1])
+    cluster.start_process("kurrentdb/2", conf3(2))
+    cluster.tick()
+    assert "e: running nodes hold different histories" in [b.invariant for b in cluster.breaches]
+
+
+def test_data_never_changes_under_a_running_node(cluster: SimCluster):
+    form_three(cluster)
+    with pytest.raises(RuntimeError, match="under a running KurrentDB"):
+        cluster.load_data("kurrentdb/0", "restored:x", ())
