@@ -71,8 +71,10 @@ DOWNLOAD_WORKERS = DOWNLOAD_IN_FLIGHT = 8
 downloaded ahead of the one being written). Each block costs its 8 MiB and what the HTTP
 client holds of it: measured on radosgw with 2 GiB, the backup peaked at 170 MB RSS with 6
 in flight on 4 threads and 208 MB with 10 on 8 threads, before the malloc threshold was
-fixed (`transfer.map_blocks_outside_the_heap`); boto3's own upload_file: 85 MB. The charm
-container may be limited to 1 GiB."""
+fixed (`transfer.map_blocks_outside_the_heap`); with it and these values, 155-177 MB for
+the backup and 131-133 MB for the download, 0.5 to 2 GiB (boto3's own upload_file: 85 MB).
+10 download threads were no faster than 8 (bench/backup.py). The charm container may be
+limited to 1 GiB."""
 
 _ZEROS = bytes(BLOCK_SIZE)
 
