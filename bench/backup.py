@@ -122,7 +122,9 @@ def child(command: str, args: list[str]) -> dict[str, Any]:
                 local.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(BUCKET, entry["Key"], str(local))
     result["seconds"] = time.perf_counter() - start
-    result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["max_rss_bytes"] = usage.ru_maxrss * 1024
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return result
 
 
@@ -250,6 +252,8 @@ def measure(
     )
     peaks = {name: max(r[name]["max_rss_bytes"] for r in rounds) / 1e6 for name in rounds[0]}
     print("peak RSS (max over rounds): " + ", ".join(f"{k} {v:.0f} MB" for k, v in peaks.items()))
+    cpu = {name: min(r[name]["cpu_seconds"] for r in rounds) for name in rounds[0]}
+    print("CPU seconds (least over rounds): " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
 
     if incremental:
         added = dataset // 100
