@@ -12,6 +12,7 @@ running node; a strict simulation fails at the first tick that breaks one.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import pathlib
@@ -249,3 +250,68 @@ def test_a_start_on_a_half_moved_or_unknown_volume_is_a_breach(sim: Simulation, 
         "f: KurrentDB started on a half-moved volume",
         "f: KurrentDB started on data the model does not know",
     ]
+
+
+VICTIM = "kurrentdb/2"
+
+
+def restore_with_a_node_that_cannot_start(restore_world, monkeypatch) -> Restore:
+    """A restore whose kurrentdb/2 exits at every boot on the restored data, played until
+    the start phase timed out and the roll back settled."""
+    from backup import restore
+
+    # The timeout's length is not under test, its consequence is: five simulated minutes
+    # instead of thirty keep the test short.
+    monkeypatch.setattr(restore, "START_TIMEOUT", 5 * 60.0)
+    world = restore_world()
+    sim = world.sim
+    real_start = sim.cluster.start_process
+
+    def start_process(name, config=None, **kwargs):
+        real_start(name, config, **kwargs)
+        node = sim.cluster.node(name)
+        if name == VICTIM and node.lineage != ORIGINAL:  # exits at boot, again and again
+            node.settings = dataclasses.replace(node.settings, error="the chunks do not open")
+
+    monkeypatch.setattr(sim.cluster, "start_process", start_process)
+    world.start()
+    sim.run_for(restore.START_TIMEOUT + 10 * 60)
+    sim.settle()
+    return world
+
+
+def test_a_node_that_cannot_start_on_the_restored_data_rolls_every_unit_back(
+    restore_world, monkeypatch
+):
+    """The hardest roll back: the other nodes already run the restored data when the
+    start times out, so every node must stop before any starts on its old data again."""
+    world = restore_with_a_node_that_cannot_start(restore_world, monkeypatch)
+    sim = world.sim
+    done = plan(sim)
+    assert (done["phase"], done["outcome"], done["failed-in"]) == ("done", "failed", "start")
+    assert done["reason"] == f"start did not finish within 5 min: waiting for {VICTIM}"
+    ran_restored = {n for _, n, what in sim.cluster.events if what.startswith("data: restored")}
+    assert ran_restored == set(sim.units), "every node had started on the restored data"
+    for name, unit in sim.units.items():
+        assert tree(unit.data) == world.old[name], f"{name} is not on its old data"
+    world.assert_serving(ORIGINAL)
+
+
+def test_without_the_roll_back_hold_old_and_restored_nodes_would_run_together(
+    restore_world, monkeypatch
+):
+    """The one-history invariant has teeth: a charm that let a rolled-back node start
+    while the others still run the restored data is caught at once."""
+    from backup import participant
+
+    real_step = participant.unit_step
+
+    def no_hold_in_roll_back(plan, *args, **kwargs):
+        step = real_step(plan, *args, **kwargs)
+        if plan is not None and plan.phase.value == "roll-back":
+            return dataclasses.replace(step, holds_node_stopped=False)
+        return step
+
+    monkeypatch.setattr(participant, "unit_step", no_hold_in_roll_back)
+    with pytest.raises(AssertionError, match="invariant e: running nodes hold different"):
+        restore_with_a_node_that_cannot_start(restore_world, monkeypatch)
