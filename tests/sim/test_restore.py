@@ -22,6 +22,7 @@ import backends
 import pytest
 from datadir import DataDirSpec
 from ops import testing
+from secret_forms import encodings
 
 from backup import swap
 from sim.harness import BACKUP_RELATION_ID, HOOK_ORDERS, HookKilledError, Simulation
@@ -86,6 +87,7 @@ class Restore:
         results = sim.run_action(follower, "create-backup")
         assert results["downtime-seconds"] == 0
         self.backup_id = results["backup-id"]
+        self.action_logs = list(sim.last_action_logs)
         assert sim.volumes is not None
         sim.volumes.backed_up(follower, sim.units[follower].data)
         self.backup_log = sim.cluster.node(follower).log
@@ -97,7 +99,9 @@ class Restore:
 
     def start(self) -> dict:
         assert self.sim.leader is not None
-        return self.sim.run_action(self.sim.leader, "restore", {"backup-id": self.backup_id})
+        results = self.sim.run_action(self.sim.leader, "restore", {"backup-id": self.backup_id})
+        self.action_logs += self.sim.last_action_logs
+        return results
 
     def assert_restored(self) -> None:
         """The plan restored; every volume holds the backup's files, every node runs the
@@ -125,6 +129,18 @@ class Restore:
             assert not (unit.data / swap.RESTORE_DIR).exists(), name
             assert isinstance(sim.status(name), testing.ActiveStatus), sim.status(name)
         assert cluster.breaches == [], cluster.breaches
+        self.assert_no_storage_secret()
+
+    def assert_no_storage_secret(self) -> None:
+        """The storage credentials are in no databag, status or action log, in any form
+        (every unit and `juju show-unit` can read relation data)."""
+        sim = self.sim
+        assert sim._backup_relation is not None
+        secret = sim._backup_relation.remote_app_data["secret-key"]
+        shown = [json.dumps(sim.app_data), json.dumps(sim.unit_data), *self.action_logs]
+        shown += [str(sim.status(u)) for u in sim.units] + [str(sim.app_status())]
+        for form in encodings(secret):
+            assert not [text for text in shown if form in text], form
 
 
 @pytest.fixture
