@@ -758,9 +758,13 @@ class Simulation:
 
     def _start_node(self, unit: SimUnit) -> None:
         """KurrentDB starts on the unit's volume as it is now (`VolumeHistories`)."""
+        config = unit.rendered_config()
         if self.volumes is not None:
             self.volumes.before_start(unit.name, unit.data)
-        self.cluster.start_process(unit.name, unit.rendered_config())
+        self.cluster.start_process(unit.name, config)
+        if self.volumes is not None:
+            node = self.cluster.node(unit.name)
+            node.on_boot = self.volumes.truncation(unit.name, unit.data, config)
 
     def _restore_phase_in_hook(self) -> str | None:
         """The restore plan's phase as the running hook sees it now (the leader may have

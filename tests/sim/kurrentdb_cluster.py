@@ -248,6 +248,9 @@ class SimNode:
     # Which history its data holds: ORIGINAL, or the one a restore put in place
     # (`load_data`); writes are acknowledged, and lost, within one history (invariant c).
     lineage: str = ORIGINAL
+    # What the process does first once booted, if anything (the harness's truncation of
+    # a restored volume): returns why it exits then, or None to go on.
+    on_boot: Callable[[], str | None] | None = field(default=None, repr=False)
     known: dict[str, tuple[NodeState, int | None]] = field(default_factory=dict, repr=False)
 
     @property
@@ -685,6 +688,11 @@ class SimCluster:
     def _boot(self, node: SimNode) -> None:
         node.boot_ticks_left -= 1
         if node.boot_ticks_left > 0:
+            return
+        first, node.on_boot = node.on_boot, None
+        exit_reason = first() if first is not None else None
+        if exit_reason is not None:
+            self._halt(node, "exited", exit_reason)
             return
         if node.settings.error:
             self._halt(node, "exited", f"config error: {node.settings.error}")

@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import json
 import pathlib
+import struct
 from collections.abc import Iterator
 
 import backends
@@ -58,11 +59,15 @@ def tree(root: pathlib.Path) -> dict[str, bytes]:
     }
 
 
+NO_TRUNCATION = struct.pack("<q", -1)
+
+
 def restored_tree(source: dict[str, bytes]) -> dict[str, bytes]:
-    """What a volume holds after restoring a backup of ``source``: its files, truncate.chk
-    copied from chaser.chk, and no DuckDB secondary index (derived, KurrentDB rebuilds it)."""
+    """What a volume holds once the restored node ran: the backup's files but the DuckDB
+    secondary index (derived: KurrentDB rebuilds it, not modelled here), truncate.chk -1
+    again (the first start truncated to it and reset it, `VolumeHistories.truncation`)."""
     files = {p: c for p, c in source.items() if not p.startswith("kurrent.ddb")}
-    return files | {"truncate.chk": source["chaser.chk"]}
+    return files | {"truncate.chk": NO_TRUNCATION}
 
 
 def marker_phase(volume: pathlib.Path) -> str | None:
@@ -116,6 +121,10 @@ class Restore:
             held = common_bytes(sim.cluster.node(name).log, self.backup_log)
             assert held == self.backup_log[-1].end, name
         assert sim.volumes is not None
+        # The swap wrote truncate.chk from chaser.chk, and each node's first start on
+        # the restored data truncated to it once, then exited for Pebble to restart it.
+        chaser = struct.unpack("<q", self.backed_up["chaser.chk"])[0]
+        assert sorted(sim.volumes.truncations) == [(u, chaser) for u in sorted(sim.units)]
         self.assert_serving(f"restored:{sim.volumes.running[self.source]}")
 
     def assert_serving(self, lineage: str) -> None:
@@ -331,3 +340,21 @@ def test_without_the_roll_back_hold_old_and_restored_nodes_would_run_together(
     monkeypatch.setattr(participant, "unit_step", no_hold_in_roll_back)
     with pytest.raises(AssertionError, match="invariant e: running nodes hold different"):
         restore_with_a_node_that_cannot_start(restore_world, monkeypatch)
+
+
+def test_the_first_start_truncates_once_unless_max_truncation_forbids(sim: Simulation, tmp_path):
+    from datadir import SyntheticDataDir, read_checkpoint, write_checkpoint
+
+    from sim.volumes import VolumeHistories
+
+    volumes = VolumeHistories(sim.cluster)
+    data = SyntheticDataDir.create(tmp_path, DataDirSpec(total_size=MIB, chunks=1))
+    assert volumes.truncation("kurrentdb/0", tmp_path, {}) is None  # truncate.chk is -1
+    write_checkpoint(tmp_path / "truncate.chk", data.writer - 4096)
+    refused = volumes.truncation("kurrentdb/0", tmp_path, {"MaxTruncation": 1024})
+    assert refused is not None and "MaxTruncation is set (1024)" in (refused() or "")
+    assert read_checkpoint(tmp_path / "truncate.chk") == data.writer - 4096
+    truncate = volumes.truncation("kurrentdb/0", tmp_path, {})
+    assert truncate is not None and truncate() == "Truncation successful. Shutting down."
+    assert read_checkpoint(tmp_path / "truncate.chk") == -1
+    assert volumes.truncations == [("kurrentdb/0", data.writer - 4096)]

@@ -8,7 +8,8 @@ a node starts on another data set than it last ran, its log becomes that data se
 its own earlier log (a roll back put the old data back), or the log the backed-up node
 held when the backup was taken (a restore swapped the backup in), in a history of its
 own, so that writes acknowledged after the backup count as dropped by the restore, not
-lost (invariant c).
+lost (invariant c). A volume with a truncate checkpoint makes the node's first start
+truncate, reset it and exit, as KurrentDB does (`truncation`).
 
 The harness checks two invariants with it, next to the cluster model's:
 
@@ -25,7 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sim.kurrentdb_cluster import Log, SimCluster
 
@@ -34,6 +38,7 @@ from sim.kurrentdb_cluster import Log, SimCluster
 IDENTITY_FILES = ("writer.chk", "chaser.chk", "epoch.chk", "index/indexmap")
 MARKER = pathlib.Path(".restore") / "marker.json"
 MOVING_PHASES = ("swapping", "rolling-back")  # swap.Phase values with live data half moved
+DEFAULT_MAX_TRUNCATION = 256 * 2**20  # ClusterVNodeOptions.cs l.429, v26.1.0
 
 
 def data_identity(volume: pathlib.Path) -> str | None:
@@ -64,6 +69,7 @@ class VolumeHistories:
     held: dict[tuple[str, str], tuple[str, Log]] = field(default_factory=dict)
     # The log behind each backed-up data set: what the source node held at the time.
     backups: dict[str, Log] = field(default_factory=dict)
+    truncations: list[tuple[str, int]] = field(default_factory=list)  # (unit, to position)
 
     def backed_up(self, unit: str, volume: pathlib.Path) -> str:
         """A backup of ``unit``'s volume was just taken; returns its data set's name."""
@@ -102,6 +108,33 @@ class VolumeHistories:
             return
         self.cluster.load_data(unit, lineage, log)
 
+    def truncation(
+        self, unit: str, volume: pathlib.Path, config: Mapping[str, Any]
+    ) -> Callable[[], str | None] | None:
+        """What KurrentDB does first on a volume with a truncate checkpoint, or None.
+
+        With `truncate.chk` not -1 the node truncates the log to it, resets it to -1 and
+        exits ("Truncation successful. Shutting down.", ClusterVNode.cs l.1638-1663,
+        v26.1.0), for Pebble to start it again; it refuses instead, and exits, when the
+        writer is more than MaxTruncation ahead (TFChunkDbTruncator.cs l.33-42, reset at
+        l.151-153). The log's bytes are not cut here: the synthetic data's chaser is its
+        writer, so a restore truncates nothing.
+        """
+        truncate, writer = volume / "truncate.chk", volume / "writer.chk"
+        if not truncate.exists() or not writer.exists() or _checkpoint(truncate) == -1:
+            return None
+        limit = int(config.get("MaxTruncation", DEFAULT_MAX_TRUNCATION))
+
+        def truncate_and_exit() -> str:
+            position, requested = _checkpoint(truncate), _checkpoint(writer) - _checkpoint(truncate)
+            if 0 <= limit < requested:
+                return f"MaxTruncation is set ({limit}) and truncate checkpoint is out of bounds"
+            truncate.write_bytes(struct.pack("<q", -1))
+            self.truncations.append((unit, position))
+            return "Truncation successful. Shutting down."
+
+        return truncate_and_exit
+
     def check_running(self, volumes: dict[str, pathlib.Path]) -> None:
         """Invariant (g): no running node's data changed since it started."""
         for unit, volume in volumes.items():
@@ -113,3 +146,7 @@ class VolumeHistories:
                     "g: data changed under a running node",
                     f"{unit}: {self.running[unit]} -> {key}",
                 )
+
+
+def _checkpoint(path: pathlib.Path) -> int:
+    return int(struct.unpack("<q", path.read_bytes()[:8])[0])
