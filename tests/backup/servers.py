@@ -371,6 +371,7 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._stopping = threading.Event()
+        self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -396,6 +397,8 @@ class TcpProxy:
         except (OSError, ssl.SSLError):
             client.close()
             return
+        with self._lock:
+            self._sockets += [client, upstream]
         threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
         self._pipe(client, upstream, self._record)
 
@@ -418,3 +421,13 @@ class TcpProxy:
         """Stop accepting (relays in flight end with their connections)."""
         self._stopping.set()
         self._listener.close()
+
+    def cut(self) -> None:
+        """The storage goes away: stop accepting and drop every connection in flight."""
+        self.stop()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

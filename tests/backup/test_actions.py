@@ -12,6 +12,7 @@ import dataclasses
 import json
 
 import backends
+import ops
 import pytest
 from datadir import DataDirSpec, SyntheticDataDir
 from hypothesis import HealthCheck, given, settings
@@ -384,3 +385,45 @@ def test_any_restore_backup_id_fails_cleanly(
     message = failed.value.message
     assert message and "\n" not in message
     assert all(form not in message for form in encodings(moto_server.secret_key))
+
+
+def test_the_storage_going_away_mid_upload_fails_cleanly_and_leaves_no_manifest(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket, monkeypatch
+):
+    """The connection to S3 drops after two blocks went up (a proxy in front of the server
+    cuts every connection): the action fails with the error code, no manifest is written
+    (the backup lists as incomplete), and the node was never touched."""
+    import servers
+
+    host, port = moto_server.endpoint.removeprefix("http://").rsplit(":", 1)
+    proxy = servers.TcpProxy((host, int(port)))
+    relation = s3_relation(moto_server, bucket, endpoint=f"http://127.0.0.1:{proxy.port}")
+    kurrentdb.state = "Follower"
+    kurrentdb.members = gossip(kurrentdb, {0: "Follower", 1: "Leader", 2: "Follower"})
+    state = backup_state(ctx, volumes, internal_ca, relation)
+    stops: list[tuple[str, ...]] = []
+    monkeypatch.setattr(ops.Container, "stop", lambda container, *names: stops.append(names))
+    blocks = {"stored": 0}
+    put_bytes = S3Store.put_bytes
+
+    def cut_after_two_blocks(store, key, data):
+        if key.startswith("blobs/"):
+            blocks["stored"] += 1
+            if blocks["stored"] == 3:
+                proxy.cut()
+        return put_bytes(store, key, data)
+
+    monkeypatch.setattr(S3Store, "put_bytes", cut_after_two_blocks)
+    monkeypatch.setattr("backup.transfer.time.sleep", lambda seconds: None)  # retries, fast
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("create-backup"), state)
+    assert "no backup was recorded" in failed.value.message
+    assert "(EndpointConnectionError)" in failed.value.message or "(ConnectionClosedError)" in (
+        failed.value.message
+    ), failed.value.message
+    direct = S3Store(backends.s3_settings(moto_server, bucket))
+    assert [(b.state, b.unit) for b in engine.list_backups(direct)] == [
+        ("incomplete", "kurrentdb/0")
+    ]
+    assert not [o for o in direct.list("backups/") if o.key.endswith("manifest.json")]
+    assert stops == [] and kurrentdb.shutdown_count == 0, "the node was left alone"
