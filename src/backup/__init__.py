@@ -1,11 +1,16 @@
 """Backup and restore of a KurrentDB node to object storage (S3 or Azure Blob).
 
 Modules:
+- `capability`: what the charm builds: the storage relations, the backup actions, and the
+  restore's entry points for the reconcile;
 - `store`: the object-store interface every backend implements, and its errors;
 - `s3`, `azure`: the two backends (boto3, azure-storage-blob; imported only when used);
-- `settings`: the storage relations' data, validated into backend settings;
+- `settings`, `relations`: the storage relations' data, validated into backend settings;
 - `layout`: which files of a KurrentDB data directory a backup holds, in which order;
-- `engine`: content-addressed, incremental backup; manifests; download and verify.
+- `engine`, `manifest`, `transfer`: content-addressed, incremental backup; manifests;
+  download and verify;
+- `restore`: the restore state machine (pure); `participant`: this unit's part in it;
+- `swap`: a restore's steps on one unit's volume, crash-safe.
 """
 
 # The storage relations (metadata.yaml); here so that the charm can tell whether one exists
