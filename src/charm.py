@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING
 
 import ops
 
-import credentials
 from backup.capability import Backups
 from cluster_status import app_status, cluster_rows, unit_waiting_status
-from config import CharmConfig, ConfigError, parse_config
+from config_source import ConfigSource
 from coordinator import ClusterCoordinator
 from cos import dashboards, logs, metrics
 from cos.topology import Topology
@@ -35,6 +34,7 @@ from workload.kurrentdb import (
 )
 
 if TYPE_CHECKING:
+    from config import CharmConfig
     from kurrentdb_api import KurrentDBClient
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class KurrentDBCharm(ops.CharmBase):
         self.security = Security(self.model, self.state, self._stored)
         container = self.unit.get_container(paths.CONTAINER)
         self.image = Image(container, self._stored)
+        self.options = ConfigSource(self, self.state, self.image)
         self.node = Node(KurrentDBWorkload(container))
         self.cluster = ClusterCoordinator(
             self,
@@ -92,8 +93,6 @@ class KurrentDBCharm(ops.CharmBase):
         # Failures of this hook's own work, shown by the status path in the same hook.
         # Anything that lasts (bad config, a missing user) the status path finds itself.
         self._problems: list[ops.StatusBase] = []
-        self._config: tuple[CharmConfig | None, ConfigError | None] | None = None
-        self._chosen: tuple[dict[str, str] | None, ConfigError | None] | None = None
 
         container_events = self.on[paths.CONTAINER]
         peers = self.on[PEER_RELATION]
@@ -152,11 +151,11 @@ class KurrentDBCharm(ops.CharmBase):
         if isinstance(event, ops.PebbleReadyEvent):
             self.cluster.stay()
         # The leader's duties do not wait for a valid config.
-        chosen = self._chosen_passwords()[0]
+        chosen = self.options.chosen_passwords()[0]
         self.security.ensure_app_material(chosen or {})
         self.cluster.publish_address()
         self._forward_logs_and_publish_address(event)
-        config = self._effective_config()
+        config = self.options.effective()
         restore = self.backups.take_turn()  # before anything may start KurrentDB
         if self.unit.is_leader() and not restore.pauses_schedule:
             self.cluster.schedule()
@@ -229,53 +228,6 @@ class KurrentDBCharm(ops.CharmBase):
             if password is not None:
                 self.metrics.publish_app(ca.certificate, password, config.scrape_interval)
 
-    def _parsed_config(self) -> tuple[CharmConfig | None, ConfigError | None]:
-        """The current config, or why it cannot be used (parsed once per hook)."""
-        if self._config is None:
-            try:
-                # Option names and types depend on the KurrentDB version the image holds.
-                self._config = (parse_config(dict(self.config), self.image.version()), None)
-            except ConfigError as e:
-                self._config = (None, e)
-        return self._config
-
-    def _effective_config(self) -> CharmConfig | None:
-        """The config to run with: the current one, or the last good one while it is bad."""
-        config, error = self._parsed_config()
-        if config is not None:
-            if self.unit.is_leader():
-                self.state.save_last_good_config(config.to_stored())
-            return config
-        assert error is not None
-        last_good = self.state.last_good_config()
-        if last_good is None:
-            return None
-        try:
-            return CharmConfig.from_stored(last_good, self.image.version())
-        except ConfigError as stale:
-            logger.warning("Not using the last good configuration: %s", stale.message)
-            return None
-
-    def _chosen_passwords(self) -> tuple[dict[str, str] | None, ConfigError | None]:
-        """The leader's view of the `system-users` secret (read once per hook).
-
-        Read from the raw option, so that a bad value of another option does not stop the
-        leader from creating or rotating credentials.
-        """
-        if self._chosen is None:
-            if not self.unit.is_leader():
-                self._chosen = (None, None)
-            else:
-                secret_id = self.config.get("system-users") or None
-                try:
-                    chosen = credentials.read_system_users(
-                        self.model, str(secret_id) if secret_id else None
-                    )
-                    self._chosen = (chosen, None)
-                except ConfigError as e:
-                    self._chosen = (None, e)
-        return self._chosen
-
     def _rotate_passwords(self, chosen: dict[str, str]) -> None:
         from kurrentdb_api import KurrentDBAuthError, KurrentDBError
 
@@ -311,9 +263,8 @@ class KurrentDBCharm(ops.CharmBase):
             event.add_status(problem)
         # Lasting problems are found here, whatever event ran (actions and teardown hooks
         # included), so the same state always shows the same status.
-        for error in (self._parsed_config()[1], self._chosen_passwords()[1]):
-            if error is not None:
-                event.add_status(ops.BlockedStatus(error.message))
+        for error in self.options.errors():
+            event.add_status(ops.BlockedStatus(error.message))
         if image_problem := self.image.problem():
             event.add_status(ops.BlockedStatus(image_problem))
         try:
