@@ -15,6 +15,7 @@ from cluster import (
     leaving_units,
     restart_waits_for_new_node,
 )
+from text_table import text_table
 
 if TYPE_CHECKING:
     from kurrentdb_api import ClusterGossip
@@ -108,10 +109,5 @@ def cluster_rows(
             ),
         }
     header = ("unit", "role", "alive", "writer-checkpoint", "chaser-checkpoint", "lag-bytes")
-    lines = [header, *[tuple(row[h] for h in header) for _, row in sorted(rows.items())]]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    table = "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+    table = text_table(header, [[row[h] for h in header] for _, row in sorted(rows.items())])
     return rows, table

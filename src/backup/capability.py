@@ -507,17 +507,13 @@ def _row(summary: BackupSummary) -> dict[str, object]:
 
 
 def _table(backups: list[BackupSummary]) -> str:
-    header = tuple(name for name, _ in _TABLE_COLUMNS)
-    lines = [header]
-    for summary in backups:
-        lines.append(
-            tuple(
-                "-" if getattr(summary, f) is None else str(getattr(summary, f))
-                for _, f in _TABLE_COLUMNS
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+    from text_table import text_table
+
+    rows = [
+        [
+            "-" if getattr(summary, f) is None else str(getattr(summary, f))
+            for _, f in _TABLE_COLUMNS
+        ]
+        for summary in backups
+    ]
+    return text_table([name for name, _ in _TABLE_COLUMNS], rows)
