@@ -12,6 +12,12 @@ from __future__ import annotations
 import sys
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline anywhere: examples that run hooks or talk to test servers take
+# as long as the (shared, 2-core) machine lets them, and a slow example is not a failure.
+settings.register_profile("kurrentdb-charm", deadline=None)
+settings.load_profile("kurrentdb-charm")
 
 
 def _own_conftest(config: pytest.Config, directory: object) -> None:
