@@ -225,7 +225,11 @@ step "ruff check" run ruff check --extend-exclude .tools
 step "ruff format" run ruff format --check --extend-exclude .tools
 step "mypy" run mypy
 # tests/backup starts radosgw, moto and Azurite (CI=true: a server that cannot start fails).
-step "unit tests" run coverage run -m pytest tests/unit tests/sim tests/fuzz tests/backup -q
+# Two workers, a test file each at a time: the simulations are CPU-bound and CI has 2 cores.
+step "unit tests" run pytest tests/unit tests/sim tests/backup -q -n 2 --dist loadfile \
+  --cov=src --cov-report=
+# The fuzz suite alone in one process: its table of surfaces prints at the end of its run.
+step "fuzz tests" run coverage run --append --source=src -m pytest tests/fuzz -q
 step "coverage report" run coverage report
 step "pack" pack_charm
 step "artifact tests" artifact_tests
