@@ -46,14 +46,15 @@ def unit_waiting_status(
         if tuple(report.running_members) != plan.members
         else "apply the new configuration"
     )
+    reports = {**reports, unit: report}  # this unit's report as it stands now
     if plan.restart_grant == unit:
-        if restart_waits_for_new_node(unit, plan.members, {**reports, unit: report}):
+        if restart_waits_for_new_node(unit, plan.members, reports):
             return ops.WaitingStatus(
                 f"waiting to restart to {goal} until a new node serves "
                 "(restarting now would pause writes)"
             )
         return ops.MaintenanceStatus(f"restarting to {goal}")
-    leaving = leaving_units(plan.members, {**reports, unit: report})
+    leaving = leaving_units(plan.members, reports)
     waiting_for = plan.restart_grant or (
         f"all nodes to be in sync and departed {', '.join(leaving)} gone"
         if leaving

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import ops
 
 from backup import RESTORE_KEY, RESTORE_MARKER, STORAGE_ENDPOINTS
+from cluster import SERVING_ROLES
 
 if TYPE_CHECKING:
     from backup.engine import BackupSummary
@@ -134,7 +135,7 @@ class Backups(ops.Object):
         from backup.swap import SwapError
 
         reports = self._state.unit_reports()
-        serving = {u: r.role in ("Leader", "Follower") for u, r in reports.items()}
+        serving = {u: r.role in SERVING_ROLES for u, r in reports.items()}
         try:
             step = participant.take_turn(serving, self._charm.unit.is_leader(), progress)
         except SwapError as e:

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SERVING_ROLES = ("Leader", "Follower", "ReadOnlyReplica")
 NO_STEP = Step(Action.NOTHING)
 
 

@@ -265,8 +265,7 @@ class KurrentDBWorkload:
         follows the previous stop sooner than that. The stop is recorded before it is
         asked for, so that even a hook dying right after it keeps the spacing.
         """
-        _wait_since(applied.last_stop, STOP_SPACING)
-        self.record_applied(dataclasses.replace(applied, last_stop=time.time()))
+        self._space_and_record_stop(applied)
         logger.info("Restarting KurrentDB")
         try:
             self.container.restart(paths.SERVICE)
@@ -280,11 +279,14 @@ class KurrentDBWorkload:
         """
         if not self.is_running():
             return
-        applied = self.applied()
-        _wait_since(applied.last_stop, STOP_SPACING)
-        self.record_applied(dataclasses.replace(applied, last_stop=time.time()))
+        self._space_and_record_stop(self.applied())
         logger.info("Stopping KurrentDB")
         self.container.stop(paths.SERVICE)
+
+    def _space_and_record_stop(self, applied: Applied) -> None:
+        """Wait out the kill-delay since the last stop, then record this one (see `restart`)."""
+        _wait_since(applied.last_stop, STOP_SPACING)
+        self.record_applied(dataclasses.replace(applied, last_stop=time.time()))
 
     def reload(self) -> None:
         """Make KurrentDB re-read its log level and certificates without a restart."""
