@@ -279,7 +279,9 @@ class Backups(ops.Object):
             event.fail("the peer relation is not there yet; try again shortly")
             return
         try:
-            manifest = engine.load_manifest(self.storage.store(), backup_id)
+            store = self.storage.store()
+            manifest = engine.load_manifest(store, backup_id)
+            running = engine.running_backups(store, self._charm.app.name, self._charm.model.uuid)
         except StorageNotReady as not_ready:
             event.fail(str(not_ready))
             return
@@ -299,7 +301,7 @@ class Backups(ops.Object):
             present=tuple(self._state.unit_reports()),
             image_version=self._image_version(),
             running_restore=participant.plan(),
-            running_backup=None,  # a backup's own peer data lands only when it ends
+            running_backup=running[0].unit if running else None,
             now=time.time(),
             token=secrets.token_hex(4),
             reports=participant.reports(),

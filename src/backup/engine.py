@@ -8,7 +8,9 @@ more records were appended uploads only the active chunk's new blocks and the sm
 that changed. Files are read with bounded memory (a few blocks in flight, whatever the
 dataset's size), blocks go up on a few threads, and the manifest is written last: a
 storage failure anywhere leaves a started marker and no manifest, which `list_backups`
-shows as incomplete and a restore never offers.
+shows as incomplete and a restore never offers. While it runs, a thread renews an alive
+object every `HEARTBEAT_SECONDS`, so the leader can refuse a restore that would pull the
+data from under it (`running_backups`).
 
 `download_and_verify` writes a backup's files into a staging directory and checks every
 block's sha256 and size as it arrives, then every file's; the first mismatch or missing
@@ -18,10 +20,12 @@ object stops it with the file's name, and nothing outside the staging directory 
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import hashlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +45,7 @@ from backup.manifest import (
     Owner,
     SourceInfo,
     Started,
+    alive_key,
     backup_id_for,
     format_time,
     is_backup_id,
@@ -48,6 +53,7 @@ from backup.manifest import (
     parse_manifest,
     parse_owner,
     parse_started,
+    parse_time,
     started_key,
 )
 from backup.store import ObjectStore, StorageError
@@ -77,6 +83,13 @@ the backup and 131-133 MB for the download, 0.5 to 2 GiB (boto3's own upload_fil
 limited to 1 GiB."""
 
 _ZEROS = bytes(BLOCK_SIZE)
+
+HEARTBEAT_SECONDS = 20.0
+"""How often a running backup renews its alive object."""
+ALIVE_WINDOW = datetime.timedelta(seconds=90)
+"""A backup seen alive this recently still runs: four renewals missed before it counts as
+dead (a killed action leaves its alive object behind), with room for clock skew between
+units."""
 
 
 class PathOwnedError(Exception):
@@ -113,8 +126,9 @@ class BackupResult:
 class BackupSummary:
     """One backup as `list_backups` shows it.
 
-    ``state`` is "complete" (a manifest), "incomplete" (started, no manifest) or
-    "unreadable" (its manifest or marker is malformed: ``reason`` says why).
+    ``state`` is "complete" (a manifest), "running" (no manifest yet, seen alive within
+    `ALIVE_WINDOW`), "incomplete" (started, no manifest, not running) or "unreadable" (its
+    manifest or marker is malformed: ``reason`` says why).
     """
 
     backup_id: str
@@ -291,9 +305,37 @@ def create_backup(
     backup_id = backup_id_for(started)
     marker = Started(backup_id, info, format_time(started))
     with_retries(lambda: store.put_bytes(started_key(backup_id), marker.to_json()), sleep)
+    with _Heartbeat(store, backup_id, now):
+        manifest = _store_files(store, data_dir, marker, progress, now, sleep)
+    seconds = time.monotonic() - clock
+    progress(
+        f"backup {backup_id}: complete, {len(manifest.files)} files, "
+        f"{human(manifest.bytes_total)}, {human(manifest.bytes_uploaded)} uploaded "
+        f"in {seconds:.1f} s"
+    )
+    return BackupResult(
+        backup_id=backup_id,
+        files=len(manifest.files),
+        bytes_total=manifest.bytes_total,
+        bytes_uploaded=manifest.bytes_uploaded,
+        seconds=seconds,
+        writer_checkpoint=manifest.writer_checkpoint,
+        chaser_checkpoint=manifest.chaser_checkpoint,
+    )
+
+
+def _store_files(
+    store: ObjectStore,
+    data_dir: Path,
+    marker: Started,
+    progress: Progress,
+    now: Callable[[], datetime.datetime],
+    sleep: Sleep,
+) -> Manifest:
+    """Upload what the walk finds, then the manifest; return the manifest."""
+    backup_id = marker.backup_id
     lines = ProgressLines(progress, f"backup {backup_id}", _estimate(data_dir))
     progress(f"backup {backup_id}: started")
-
     walk = layout.BackupWalk(data_dir)
     pending: dict[str, _PendingFile] = {}
     uploader = _Uploader(store, sleep, lines)
@@ -309,9 +351,9 @@ def create_backup(
     files = tuple(p.entry() for p in pending.values() if p.path not in walk.superseded)
     manifest = Manifest(
         backup_id=backup_id,
-        source=info,
+        source=marker.source,
         started_at=marker.started_at,
-        finished_at=format_time(max(now(), started)),
+        finished_at=max(format_time(now()), marker.started_at),
         writer_checkpoint=walk.checkpoints[layout.WRITER_CHECKPOINT],
         chaser_checkpoint=walk.checkpoints[layout.CHASER_CHECKPOINT],
         files=files,
@@ -319,20 +361,40 @@ def create_backup(
         bytes_uploaded=uploader.uploaded,
     )
     with_retries(lambda: store.put_bytes(manifest_key(backup_id), manifest.to_json()), sleep)
-    seconds = time.monotonic() - clock
-    progress(
-        f"backup {backup_id}: complete, {len(files)} files, {human(manifest.bytes_total)}, "
-        f"{human(manifest.bytes_uploaded)} uploaded in {seconds:.1f} s"
-    )
-    return BackupResult(
-        backup_id=backup_id,
-        files=len(files),
-        bytes_total=manifest.bytes_total,
-        bytes_uploaded=manifest.bytes_uploaded,
-        seconds=seconds,
-        writer_checkpoint=manifest.writer_checkpoint,
-        chaser_checkpoint=manifest.chaser_checkpoint,
-    )
+    return manifest
+
+
+class _Heartbeat:
+    """Renews a running backup's alive object from a thread; removes it when the backup ends.
+
+    Best effort: a renewal that fails only makes the backup look dead sooner (the upload's
+    own errors decide the backup's fate), and an alive object left behind by a killed
+    process stops counting after `ALIVE_WINDOW`.
+    """
+
+    def __init__(self, store: ObjectStore, backup_id: str, now: Callable[[], datetime.datetime]):
+        self._store, self._key, self._now = store, alive_key(backup_id), now
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backup-alive", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+        with contextlib.suppress(StorageError):  # it stops counting after ALIVE_WINDOW
+            self._store.delete(self._key)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            self._beat()
+
+    def _beat(self) -> None:
+        with contextlib.suppress(StorageError):
+            self._store.put_bytes(self._key, format_time(self._now()).encode())
 
 
 def _read_file(
@@ -358,20 +420,54 @@ def _read_file(
 # -- listing -------------------------------------------------------------------------------
 
 
-def list_backups(store: ObjectStore) -> list[BackupSummary]:
+_MARKER_NAMES = ("manifest.json", "started", "alive")
+
+
+def list_backups(
+    store: ObjectStore, *, now: Callable[[], datetime.datetime] = _utcnow
+) -> list[BackupSummary]:
     """Every backup under the path, whoever wrote it, newest first."""
     markers: dict[str, set[str]] = {}
     for stored in store.list(BACKUPS_PREFIX):
         parts = stored.key[len(BACKUPS_PREFIX) :].split("/")
-        if len(parts) == 2 and is_backup_id(parts[0]) and parts[1] in ("manifest.json", "started"):
+        if len(parts) == 2 and is_backup_id(parts[0]) and parts[1] in _MARKER_NAMES:
             markers.setdefault(parts[0], set()).add(parts[1])
+    moment = now()
     return [
-        _summary(store, backup_id, markers[backup_id])
+        _summary(store, backup_id, markers[backup_id], moment)
         for backup_id in sorted(markers, reverse=True)
+        if markers[backup_id] != {"alive"}  # a renewal that raced the backup's end
     ]
 
 
-def _summary(store: ObjectStore, backup_id: str, names: set[str]) -> BackupSummary:
+def running_backups(
+    store: ObjectStore,
+    application: str,
+    model_uuid: str,
+    *,
+    now: Callable[[], datetime.datetime] = _utcnow,
+) -> list[BackupSummary]:
+    """The backups of ``application`` (in its model) running now, under this path."""
+    return [
+        summary
+        for summary in list_backups(store, now=now)
+        if summary.state == "running"
+        and summary.application == application
+        and summary.model_uuid == model_uuid
+    ]
+
+
+def _seen_alive(store: ObjectStore, backup_id: str, moment: datetime.datetime) -> bool:
+    try:
+        seen = parse_time(store.get_bytes(alive_key(backup_id), MARKER_LIMIT))
+    except StorageError:
+        return False  # gone since the listing: the backup ended
+    return seen is not None and abs(moment - seen) <= ALIVE_WINDOW
+
+
+def _summary(
+    store: ObjectStore, backup_id: str, names: set[str], moment: datetime.datetime
+) -> BackupSummary:
     try:
         if "manifest.json" in names:
             manifest = parse_manifest(store.get_bytes(manifest_key(backup_id), MANIFEST_LIMIT))
@@ -392,9 +488,10 @@ def _summary(store: ObjectStore, backup_id: str, names: set[str]) -> BackupSumma
                 new_bytes=manifest.bytes_uploaded,
             )
         started = parse_started(store.get_bytes(started_key(backup_id), MARKER_LIMIT))
+        running = "alive" in names and _seen_alive(store, backup_id, moment)
         return BackupSummary(
             backup_id=backup_id,
-            state="incomplete",
+            state="running" if running else "incomplete",
             started_at=started.started_at,
             application=started.source.application,
             model=started.source.model,

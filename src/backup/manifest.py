@@ -83,6 +83,24 @@ def started_key(backup_id: str) -> str:
     return f"{BACKUPS_PREFIX}{backup_id}/started"
 
 
+def alive_key(backup_id: str) -> str:
+    """Where a running backup renews the time it was last seen working.
+
+    A backup runs inside a Juju action, whose peer-relation writes land only when it ends,
+    so the object store is the one place the leader can see a backup that is running now.
+    """
+    return f"{BACKUPS_PREFIX}{backup_id}/alive"
+
+
+def parse_time(data: bytes) -> datetime.datetime | None:
+    """A stored UTC time (``format_time``'s form), or None when it is not one."""
+    try:
+        moment = datetime.datetime.strptime(data.decode("ascii"), _TIME_FORMAT)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return moment.replace(tzinfo=datetime.timezone.utc)
+
+
 def blob_key(sha256: str, compression: str) -> str:
     """The object holding a block: its content's sha256, and the encoding stored.
 

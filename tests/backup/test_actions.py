@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 
 import backends
@@ -31,6 +32,7 @@ from unit.conftest import (  # noqa: F401 (fixtures)
 )
 
 from backup import engine
+from backup.manifest import Started, alive_key, format_time, started_key
 from backup.s3 import S3Store
 from charm import KurrentDBCharm
 
@@ -392,7 +394,8 @@ def test_the_storage_going_away_mid_upload_fails_cleanly_and_leaves_no_manifest(
 ):
     """The connection to S3 drops after two blocks went up (a proxy in front of the server
     cuts every connection): the action fails with the error code, no manifest is written
-    (the backup lists as incomplete), and the node was never touched."""
+    (the backup lists as incomplete once its alive object is stale), and the node was never
+    touched."""
     import servers
 
     host, port = moto_server.endpoint.removeprefix("http://").rsplit(":", 1)
@@ -422,8 +425,47 @@ def test_the_storage_going_away_mid_upload_fails_cleanly_and_leaves_no_manifest(
         failed.value.message
     ), failed.value.message
     direct = S3Store(backends.s3_settings(moto_server, bucket))
-    assert [(b.state, b.unit) for b in engine.list_backups(direct)] == [
+    # Its alive object could not be removed either: the backup counts as running until it
+    # has not been renewed for engine.ALIVE_WINDOW, then as incomplete.
+    assert [(b.state, b.unit) for b in engine.list_backups(direct)] == [("running", "kurrentdb/0")]
+    later = datetime.datetime.now(datetime.timezone.utc) + engine.ALIVE_WINDOW
+    assert [(b.state, b.unit) for b in engine.list_backups(direct, now=lambda: later)] == [
         ("incomplete", "kurrentdb/0")
     ]
     assert not [o for o in direct.list("backups/") if o.key.endswith("manifest.json")]
     assert stops == [] and kurrentdb.shutdown_count == 0, "the node was left alone"
+
+
+def test_restore_is_refused_while_a_backup_of_this_application_runs(
+    ctx, volumes, internal_ca, kurrentdb, moto_server, bucket, follower_state
+):
+    """A backup runs inside its own action on another unit, whose peer data lands only when
+    it ends: the leader sees it by its alive object in the bucket, and refuses to pull the
+    data from under it until the backup ends (or has not been seen for 90 s)."""
+    ctx.run(ctx.on.action("create-backup"), follower_state)
+    backup_id = dict(ctx.action_results or {})["backup-id"]
+    relation = s3_relation(moto_server, bucket)
+    state, root = single_node_state(ctx, volumes, internal_ca, relation, seed=1)
+    before = tree(root)
+    direct = S3Store(backends.s3_settings(moto_server, bucket))
+    running_id = "20991231T235959Z-abcdef"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    source = dataclasses.replace(
+        engine.load_manifest(direct, backup_id).source,
+        unit="kurrentdb/2",
+        model_uuid=state.model.uuid,
+    )
+    direct.put_bytes(
+        started_key(running_id), Started(running_id, source, format_time(now)).to_json()
+    )
+    direct.put_bytes(alive_key(running_id), format_time(now).encode())
+
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("restore", params={"backup-id": backup_id}), state)
+    assert "a backup is running on kurrentdb/2" in failed.value.message
+    assert tree(root) == before
+
+    stale = now - datetime.timedelta(seconds=120)
+    direct.put_bytes(alive_key(running_id), format_time(stale).encode())
+    state = ctx.run(ctx.on.action("restore", params={"backup-id": backup_id}), state)
+    assert "restore-id" in (ctx.action_results or {})

@@ -7,12 +7,13 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 from datadir import HEADER_SIZE, DataDirSpec, SyntheticDataDir, chunk_name
-from local_store import FailingStore, FlakyStore, LocalStore, Recording
+from local_store import FailingStore, FlakyStore, LocalStore, PassThrough, Recording
 from sources import SOURCE, source
 
 from backup import engine
@@ -24,8 +25,9 @@ from backup.engine import (
     download_and_verify,
     list_backups,
     load_manifest,
+    running_backups,
 )
-from backup.manifest import SourceInfo, manifest_key, started_key
+from backup.manifest import SourceInfo, alive_key, format_time, manifest_key, started_key
 from backup.store import ObjectStore, StorageError
 from backup.transfer import BLOCK_SIZE
 
@@ -248,6 +250,63 @@ def test_download_refuses_a_staging_directory_in_use(
     with pytest.raises(VerificationError, match="not empty"):
         download_and_verify(local, load_manifest(local, result.backup_id), staging, [].append)
     assert (staging / "keep").read_text() == "mine"
+
+
+class Watching(PassThrough):
+    """Lists the backups the first time a block goes up: what the leader sees meanwhile."""
+
+    def __init__(self, inner: ObjectStore, clock: Clock):
+        super().__init__(inner)
+        self.clock, self.seen = clock, None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if self.seen is None and key.startswith("blobs/"):
+            self.seen = list_backups(self.inner, now=self.clock)
+        super().put_bytes(key, data)
+
+
+def test_a_running_backup_lists_as_running_and_leaves_no_alive_object(
+    local: LocalStore, node: SyntheticDataDir
+) -> None:
+    clock = Clock()
+    watching = Watching(local, clock)
+    result = backup(watching, node, clock)
+    assert watching.seen is not None
+    (during,) = watching.seen
+    assert (during.backup_id, during.state, during.unit) == (
+        result.backup_id,
+        "running",
+        "kurrentdb/1",
+    )
+    assert local.size_of(alive_key(result.backup_id)) is None
+    (after,) = list_backups(local, now=clock)
+    assert after.state == "complete"
+    assert running_backups(local, "kurrentdb", INFO.model_uuid, now=clock) == []
+
+
+def test_a_backup_whose_process_died_stops_counting_as_running(
+    local: LocalStore, node: SyntheticDataDir
+) -> None:
+    """A killed action leaves its started marker and its alive object: after ALIVE_WINDOW
+    the backup is incomplete, and a restore is no longer refused for it."""
+    clock = Clock()
+    failing = FailingStore(local, budget=20 * MiB, transient=False)
+    with pytest.raises(StorageError):
+        backup(failing, node, clock)
+    (summary,) = list_backups(local, now=clock)
+    last_seen = clock.moment
+    local.put_bytes(alive_key(summary.backup_id), format_time(last_seen).encode())
+
+    def at(seconds: int) -> Callable[[], datetime.datetime]:
+        return lambda: last_seen + datetime.timedelta(seconds=seconds)
+
+    running = running_backups(local, "kurrentdb", INFO.model_uuid, now=at(60))
+    assert [b.backup_id for b in running] == [summary.backup_id]
+    assert running_backups(local, "other-app", INFO.model_uuid, now=at(60)) == []
+    assert running_backups(local, "kurrentdb", INFO.model_uuid, now=at(91)) == []
+    assert list_backups(local, now=at(91))[0].state == "incomplete"
+    local.put_bytes(alive_key(summary.backup_id), b"not a time")
+    assert list_backups(local, now=at(1))[0].state == "incomplete"
 
 
 @pytest.mark.parametrize("transient", [True, False])
