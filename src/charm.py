@@ -22,6 +22,7 @@ from cos import dashboards, logs, metrics
 from cos.topology import Topology
 from image import Image
 from node import Node
+from refresh.capability import Refresh
 from security import Security
 from state import PEER_RELATION, SYSTEM_USERS, CharmState, SecretUnavailableError
 from tls import KeyPair
@@ -90,6 +91,16 @@ class KurrentDBCharm(ops.CharmBase):
             self.node.workload.stop,
             self.node.workload.workload_uid_gid,
         )
+        self.refresh = Refresh(
+            self,
+            self.state,
+            self._stored,
+            self.image.version,
+            self.cluster.hand_over_leadership,
+            self.cluster.leads,
+        )
+        self.refresh.check_also(self.backups.busy)
+        self.backups.wait_for(self.refresh.refusal)
         # Failures of this hook's own work, shown by the status path in the same hook.
         # Anything that lasts (bad config, a missing user) the status path finds itself.
         self._problems: list[ops.StatusBase] = []
@@ -154,9 +165,11 @@ class KurrentDBCharm(ops.CharmBase):
         chosen = self.options.chosen_passwords()[0]
         self.security.ensure_app_material(chosen or {})
         self.cluster.publish_address()
+        self.refresh.publish()
         self._forward_logs_and_publish_address(event)
         config = self.options.effective()
         restore = self.backups.take_turn()  # before anything may start KurrentDB
+        self.cluster.hold_config_restarts = self.refresh.in_progress()
         if self.unit.is_leader() and not restore.pauses_schedule:
             self.cluster.schedule()
         ca, passwords = self.state.internal_ca(), self.state.system_passwords()
@@ -172,6 +185,7 @@ class KurrentDBCharm(ops.CharmBase):
         self.cluster.note_settings(config.to_stored(), plan.members)
         may_start = report.started or self.unit.name in plan.fresh_allowed
         may_start = may_start and not restore.holds_node_stopped
+        may_start = may_start and self.refresh.workload_allowed_to_start()
         config = self.backups.with_restore_options(config, restore)
         try:
             was_running = self.node.workload.is_running()
@@ -192,8 +206,10 @@ class KurrentDBCharm(ops.CharmBase):
             self.cluster.report_health(pending)
             if restore.pauses_schedule:
                 return  # the restore decides when nodes stop and start
+            self.refresh.take_turn()  # resign if this unit's pod is refreshed next
             if self.unit.is_leader():
                 self.cluster.schedule()  # react to this unit's own report at once
+                self.refresh.coordinate(busy=self._refresh_must_wait_for())
             plan = self.state.cluster_plan()
             if pending and plan.restart_grant == self.unit.name:
                 self.cluster.restart_in_turn(plan.members)
@@ -204,9 +220,19 @@ class KurrentDBCharm(ops.CharmBase):
             return  # the status path names what the image lacks
         self.unit.set_ports(paths.HTTP_PORT)
         if self.unit.is_leader() and chosen and self.security.rotation_pending(passwords, chosen):
-            self._rotate_passwords(chosen)
+            if self.refresh.in_progress():
+                self._problems.append(
+                    ops.WaitingStatus("password rotation deferred until the refresh completes")
+                )
+            else:
+                self._rotate_passwords(chosen)
         if self.unit.is_leader():
             self._publish_cos_app_data(config, ca)
+
+    def _refresh_must_wait_for(self) -> str | None:
+        """Why no pod may be replaced now for a refresh: another node is restarting."""
+        grant = self.state.cluster_plan().restart_grant
+        return f"{grant} is restarting" if grant else None
 
     def _forward_logs_and_publish_address(self, event: ops.EventBase) -> None:
         """Every unit: its scrape address, and its logs to every related Loki."""
@@ -253,13 +279,15 @@ class KurrentDBCharm(ops.CharmBase):
         # scale-down the first teardown hook comes well before that.
         budget = STOP_DEADLINE if isinstance(event, ops.StopEvent) else LEAVE_BUDGET
         deadline = time.monotonic() + budget
+        if isinstance(event, ops.StopEvent):
+            self.refresh.on_stop()  # a refresh replacing this pod: hold the others back
         if self.node.workload.can_connect() and self.node.workload.is_running():
             self.cluster.leave_once(deadline)
 
     # --- status ---------------------------------------------------------------------------
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
-        for problem in [*self._problems, *self.backups.statuses()]:
+        for problem in [*self._problems, *self.backups.statuses(), *self.refresh.unit_statuses()]:
             event.add_status(problem)
         # Lasting problems are found here, whatever event ran (actions and teardown hooks
         # included), so the same state always shows the same status.
@@ -334,6 +362,9 @@ class KurrentDBCharm(ops.CharmBase):
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         if self.unit.is_leader() and self.state.peer_relation is not None:
+            if (refreshing := self.refresh.app_status()) is not None:
+                event.add_status(refreshing)
+                return
             status = app_status(self.state.cluster_plan(), self.state.unit_reports())
             if isinstance(status, ops.ActiveStatus) and (note := self.backups.app_note()):
                 status = ops.ActiveStatus(f"{status.message}; {note}")

@@ -230,6 +230,8 @@ def plan(
     reports: Mapping[str, UnitReport],
     planned_units: int | None,
     app_pods: Collection[str] | None = None,
+    *,
+    hold_config_restarts: bool = False,
 ) -> ClusterPlan:
     """The leader's next decisions from every present unit's report (its own included).
 
@@ -238,7 +240,9 @@ def plan(
     present (``planned_units``, None when goal-state could not be read: no change) and no
     pod of the app is still waiting for its unit (``app_pods``, None when Kubernetes could
     not tell; see `awaited_units`). So `juju add-unit -n 2` is one resize, not two, and a
-    new deployment starts every node once, at its final size.
+    new deployment starts every node once, at its final size. With
+    ``hold_config_restarts`` (a refresh runs), only restarts into a new membership are
+    granted: a config change's restarts wait until the refresh is done.
     """
     if not current.members:
         # No readable membership (another revision's format, a hand edit) while nodes run:
@@ -253,7 +257,7 @@ def plan(
     # While units come or go, keep the membership: departed members are harmless seeds,
     # and reconfiguring for an intermediate size would cost every node a restart.
     members = present if complete else current.members
-    grant = _restart_grant(current.restart_grant, members, reports)
+    grant = _restart_grant(current.restart_grant, members, reports, hold_config_restarts)
     return ClusterPlan(
         members=members,
         fresh_allowed=_fresh_allowed(members, reports, grant),
@@ -412,7 +416,10 @@ def can_serve_alone_with_started(
 
 
 def _restart_grant(
-    current: str | None, members: Sequence[str], reports: Mapping[str, UnitReport]
+    current: str | None,
+    members: Sequence[str],
+    reports: Mapping[str, UnitReport],
+    hold_config_restarts: bool = False,
 ) -> str | None:
     if current is not None and current in reports and not _restart_done(current, members, reports):
         return current  # one restart at a time, until that node is back and caught up
@@ -426,6 +433,8 @@ def _restart_grant(
         and reports[u].started
         and (reports[u].restart_wanted or tuple(reports[u].running_members) != tuple(members))
     ]
+    if hold_config_restarts:
+        pending = [u for u in pending if tuple(reports[u].running_members) != tuple(members)]
     if not pending:
         return None
     # Followers first; the KurrentDB leader restarts last, after it resigns.

@@ -105,6 +105,9 @@ class ClusterCoordinator:
         self.identity = self.identity_of(charm.unit.name)
         self._health: NodeHealth | None = None
         self._settings = ""
+        # Set by the charm while a refresh runs: restarts for a config change wait for it
+        # (a pod being replaced and a node restarting would be two nodes down).
+        self.hold_config_restarts = False
         # Asked at most once per hook: (present units, what was learnt about the arrivals).
         self._arrivals: tuple[tuple[str, ...], frozenset[str] | None, int | None] | None = None
 
@@ -176,7 +179,9 @@ class ClusterCoordinator:
         app_pods: frozenset[str] | None = None
         if cluster.growth_pending(current, reports, planned):
             app_pods, planned = self._arrivals_of(cluster.present_units(reports), planned)
-        new = cluster.plan(current, reports, planned, app_pods)
+        new = cluster.plan(
+            current, reports, planned, app_pods, hold_config_restarts=self.hold_config_restarts
+        )
         if app_pods is not None and new.members == current.members:
             awaited = cluster.awaited_units(
                 current.members, cluster.present_units(reports), app_pods
@@ -361,6 +366,21 @@ class ClusterCoordinator:
             self._health = self._probe()
             return
         self._health = self._node.wait_until_serving(self._probe)
+
+    def leads(self) -> bool:
+        """Whether this unit's node leads KurrentDB now (or is resigning)."""
+        return self.health().role in cluster.LEADING_ROLES
+
+    def hand_over_leadership(self, timeout: float) -> bool:
+        """Resign this node's leadership and wait (bounded) for another node to lead."""
+        resigned = self._node.resign_and_wait(
+            self._admin_client(),
+            self.identity.pod_fqdn,
+            already_resigning=self.health().role == "ResigningLeader",
+            timeout=timeout,
+        )
+        self._health = self._probe()
+        return resigned
 
     @property
     def leaving(self) -> bool:

@@ -40,10 +40,14 @@ def no_kubernetes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]
     """No Kubernetes API: pod labels are recorded, and listing the app's pods is "unavailable"
     (never a real cluster through a developer's KUBECONFIG). Returns the label calls."""
     import kubernetes
+    from refresh import statefulset
 
     calls: list[tuple[str, str, str]] = []
     monkeypatch.setattr(kubernetes, "label_pod", lambda *args: calls.append(args) or True)
     monkeypatch.setattr(kubernetes, "app_pod_ordinals", lambda *args, **kwargs: None)
+    unavailable = statefulset.KubernetesUnavailable("no Kubernetes API here")
+    for call in ("pod_revision", "read", "set_partition"):
+        monkeypatch.setattr(statefulset, call, lambda *args, **kwargs: unavailable)
     return calls
 
 

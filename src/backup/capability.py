@@ -106,6 +106,7 @@ class Backups(ops.Object):
         self._participant: RestoreParticipant | None = None
         self._storage: BackupStorage | None = None
         self.problem: ops.StatusBase | None = None  # this hook's restore trouble, if any
+        self._waits_for: list[Callable[[], str | None]] = []
         # The storage library's objects observe their relation's events, so they must
         # exist in every hook where that relation does; a deployment without one pays
         # neither for them nor for parsing storage settings.
@@ -114,6 +115,40 @@ class Backups(ops.Object):
         charm.framework.observe(charm.on.create_backup_action, self._on_create_backup)
         charm.framework.observe(charm.on.list_backups_action, self._on_list_backups)
         charm.framework.observe(charm.on.restore_action, self._on_restore)
+
+    def wait_for(self, reason: Callable[[], str | None]) -> None:
+        """Another capability's reason to refuse backups and restores for now (a refresh)."""
+        self._waits_for.append(reason)
+
+    def _refused_for(self, event: ops.ActionEvent) -> bool:
+        for reason in self._waits_for:
+            if (why := reason()) is not None:
+                event.fail(why)
+                return True
+        return False
+
+    def busy(self) -> str | None:
+        """Why the cluster may not lose a node for something else now, or None.
+
+        A restore running, or a backup of this application (its alive object in the bucket).
+        """
+        participant = self._restore_participant()
+        plan = participant.plan() if participant is not None else None
+        if plan is not None and plan.running:
+            return f"restore {plan.restore_id} is running"
+        if self._storage is None:
+            return None
+        from backup import engine
+        from backup.settings import StorageNotReady
+        from backup.store import StorageError
+
+        try:
+            running = engine.running_backups(
+                self.storage.store(), self._charm.app.name, self._charm.model.uuid
+            )
+        except (StorageNotReady, StorageError):
+            return None  # no usable storage: no backup can be running there
+        return f"a backup is running on {running[0].unit}" if running else None
 
     @property
     def storage(self) -> BackupStorage:
@@ -273,6 +308,8 @@ class Backups(ops.Object):
         if not self._charm.unit.is_leader():
             event.fail("run restore on the leader: juju run kurrentdb/leader restore backup-id=...")
             return
+        if self._refused_for(event):
+            return
         backup_id = str(event.params.get("backup-id", ""))
         relation = self._state.peer_relation
         if relation is None:
@@ -334,6 +371,8 @@ class Backups(ops.Object):
         from backup.store import StorageError
 
         force = event.params.get("force") is True
+        if self._refused_for(event):
+            return
         participant = self._restore_participant()
         restoring = participant.plan() if participant is not None else None
         if restoring is not None and restoring.running:

@@ -21,6 +21,13 @@ The charm finds its `data` storage at the unit's volume, as the workload does. W
 KurrentDB data directory on its volume, and each node's log follows the data set its
 volume holds when it starts (`sim.volumes`); `run_action` runs an action on a unit, and
 a test's fault injection can kill a hook mid-way (`HookKilledError`).
+
+Refreshes (`juju_refresh`) follow `sim.statefulset`: the StatefulSet gets a new update
+revision, and between rounds its controller replaces the pod it may (highest ordinal first,
+at or above the partition the charm sets, one at a time): the old pod's `stop` hook runs
+while its node still runs, then the node stops, and the new pod (new stored state, Pebble
+plan and /etc; same volume and secrets; the revision's KurrentDB version) runs
+upgrade-charm, config-changed and pebble-ready.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import node as node_module
 import workload.kurrentdb as workload_module
 from charm import KurrentDBCharm
 from sim.kurrentdb_cluster import SECONDS_PER_TICK, SimCluster
+from sim.statefulset import SimPod, SimStatefulSet
 from sim.volumes import VolumeHistories, data_identity
 from state import PEER_RELATION
 from tls import KeyPair
@@ -70,6 +78,9 @@ HOOK_ORDERS = ("number", "newest")
 # What the image says `KurrentDB --version` is, in simulations with backups: the version
 # the nodes' doubles report too.
 IMAGE_VERSION = "26.1.0"
+# The charm revision each pod revision runs (a refresh to rev-2 is charm revision 8).
+CHARM_REVISIONS = {"rev-1": 7, "rev-2": 8, "rev-3": 9}
+IMAGE_REFERENCE = "docker.kurrent.io/kurrent-latest/kurrentdb:26.1.0"
 BACKUP_RELATION_ID = 2
 # Plan phases (backup.restore.PlanPhase) in which the restore stops every node on purpose.
 RESTORE_STOP_PHASES = ("swap", "start", "roll-back")
@@ -91,6 +102,9 @@ class SimUnit:
     root: pathlib.Path
     state: testing.State | None = None
     hooks: int = 0
+    revision: str = "rev-1"  # the controller revision its pod was created from
+    image_version: str | None = None  # what `KurrentDB --version` prints (None: no answer)
+    pod_starts: int = 1  # pods this unit has had (a refresh replaces one)
 
     @property
     def number(self) -> int:
@@ -166,6 +180,12 @@ class Simulation:
         self._backend: Any = None  # the running hook's model backend (its live databags)
         self._service_now: ops.pebble.ServiceStatus | None = None  # set by this hook
         self.failed_hooks: list[tuple[str, str]] = []  # (unit, hook) of killed hooks
+        # The StatefulSet as its controller rolls it out (`juju_refresh`); the image
+        # version new pods get (None: the image does not answer `--version`).
+        self.statefulset = SimStatefulSet()
+        self.image_version: str | None = None
+        self.pods_replaced: list[tuple[float, str, str]] = []  # (clock, unit, revision)
+        self._pebble_down: set[str] = set()  # new pods whose Pebble is not up yet
         self.last_action_logs: list[str] = []
         # A hook that waits lets simulated time pass: the cluster ticks while it sleeps,
         # and what the hook wrote to relation data reaches nobody before it ends.
@@ -182,6 +202,7 @@ class Simulation:
         spec = _CharmSpec.autoload(KurrentDBCharm)
         monkeypatch.setattr(_CharmSpec, "autoload", staticmethod(lambda charm_type: spec))
         self._patch_storage(monkeypatch)
+        self._patch_statefulset(monkeypatch)
 
     def enable_backups(self, relation: testing.Relation, data_spec: Any) -> None:
         """Give every unit an s3-parameters relation and a synthetic data directory.
@@ -226,6 +247,9 @@ class Simulation:
         self.next_number += 1
         self.planned_units += 1
         unit = SimUnit(name=name, root=self.tmp / name.replace("/", "-"))
+        unit.revision = self.statefulset.update_revision
+        unit.image_version = self._version_of(unit.revision)
+        self.statefulset.pods[unit.number] = SimPod(unit.revision, ready=False)
         unit.etc.mkdir(parents=True)
         unit.data.mkdir()
         if self._data_spec is not None:
@@ -277,6 +301,7 @@ class Simulation:
             self.cluster.remove_node(name)
         # The unit is dead: Juju scales the StatefulSet down.
         self.pods.discard(self.units[name].number)
+        self.statefulset.pods.pop(self.units[name].number, None)
         del self.units[name]
         del self.unit_data[name]
         if self.leader == name:
@@ -350,6 +375,75 @@ class Simulation:
         for name in self.ordered(self.units):
             self._enqueue(name, "config-changed", lambda ctx, s: ctx.on.config_changed())
 
+    def juju_refresh(self, revision: str, image_version: str | None = None) -> None:
+        """`juju refresh` (or `--resource kurrentdb-image=...`): a new pod template.
+
+        ``image_version`` is what the revision's image holds (default: what the current
+        revision's holds). A revision seen before (a rollback) keeps its version.
+        """
+        current = self._version_of(self.statefulset.update_revision)
+        self.statefulset.versions.setdefault(revision, image_version or current or "")
+        self.statefulset.update_revision = revision
+
+    def _charm_root(self, unit: SimUnit) -> pathlib.Path:
+        """The charm directory as Juju unpacks it: with the charm URL of the unit's revision."""
+        root = unit.root / "charm"
+        root.mkdir(exist_ok=True)
+        (root / ".juju-charm").write_text(f"ch:amd64/{APP}-{CHARM_REVISIONS.get(unit.revision, 7)}")
+        return root
+
+    def _version_of(self, revision: str) -> str | None:
+        return self.statefulset.versions.get(revision) or self.image_version
+
+    def roll_statefulset(self) -> bool:
+        """The StatefulSet controller's pass: replace the one pod it may; True if it did."""
+        for waiting in sorted(self._pebble_down):
+            if waiting in self.units:
+                self._enqueue(waiting, "pebble-ready", self._pebble_ready)
+        ordinal = self.statefulset.next_to_replace()
+        name = f"{APP}/{ordinal}"
+        if ordinal is None or name not in self.units:
+            return False
+        self.replace_pod(name, self.statefulset.update_revision)
+        return True
+
+    def replace_pod(self, name: str, revision: str | None = None) -> None:
+        """The pod is deleted and created again (a refresh, `kubectl delete pod`, a drain).
+
+        The old pod's stop hook runs while its node still runs; the new pod has the given
+        controller revision (default: the one it had), new stored state and Pebble plan.
+        """
+        unit = self.units[name]
+        self._run(name, lambda ctx, s: ctx.on.stop(), "stop (pod deleted)")
+        self.cluster.stop_process(name)
+        unit.revision = revision or unit.revision
+        unit.image_version = self._version_of(unit.revision) or unit.image_version
+        unit.pod_starts += 1
+        self.pods_replaced.append((self.clock, name, unit.revision))
+        self.statefulset.pods[unit.number] = SimPod(unit.revision, ready=False)
+        kurrentdb_etc = unit.etc / "kurrentdb"
+        for path in sorted(kurrentdb_etc.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        assert unit.state is not None
+        container = unit.state.get_container(paths.CONTAINER)
+        execs = {e for e in container.execs if e.command_prefix[:1] != (paths.BINARY,)}
+        if unit.image_version is not None:
+            version = f"KurrentDB version {unit.image_version} oss (tags/v{unit.image_version})\n"
+            execs.add(testing.Exec([paths.BINARY, "--version"], stdout=version))
+        fresh = dataclasses.replace(
+            container,
+            layers={},
+            service_statuses={},
+            check_infos=frozenset(),
+            execs=frozenset(execs),
+        )
+        # The charm container's first hooks may run before the workload's Pebble is up.
+        self._pebble_down.add(name)
+        unit.state = dataclasses.replace(unit.state, containers={fresh}, stored_states=frozenset())
+        self._enqueue(name, "upgrade-charm", lambda ctx, s: ctx.on.upgrade_charm())
+        self._enqueue(name, "config-changed", lambda ctx, s: ctx.on.config_changed())
+        # The workload container starts later: the other units' hooks run meanwhile.
+
     def restart_all_pods(self) -> None:
         """A node drain or cluster restart: every pod goes down, then comes back."""
         for name, unit in self.units.items():
@@ -392,6 +486,8 @@ class Simulation:
         quiet_rounds = 0
         for rounds in range(1, max_rounds + 1):
             self.drain()
+            if self.roll_statefulset():
+                self.drain()
             before = self._fingerprint()
             self.tick()
             self._pebble_restarts_exited_processes()
@@ -399,7 +495,10 @@ class Simulation:
                 self._enqueue(name, "update-status", lambda ctx, s: ctx.on.update_status())
             self.drain()
             quiet = (
-                before == self._fingerprint() and self.cluster.is_quiet() and not self._pods_going
+                before == self._fingerprint()
+                and self.cluster.is_quiet()
+                and not self._pods_going
+                and self.statefulset.next_to_replace() is None
             )
             quiet_rounds = quiet_rounds + 1 if quiet else 0
             if quiet_rounds >= 3:
@@ -422,6 +521,7 @@ class Simulation:
             self._quiet_tick()
 
     def _quiet_tick(self) -> None:
+        self.roll_statefulset()
         self.tick()
         self._pebble_restarts_exited_processes()
         for name, unit in self.units.items():
@@ -488,8 +588,11 @@ class Simulation:
             relations.add(kept[0] if kept else self._backup_relation)
         if unit.state is None:
             execs = {testing.Exec(["chown"], return_code=0)}
-            if self._backup_relation is not None:
-                version = f"KurrentDB version {IMAGE_VERSION} oss (tags/v{IMAGE_VERSION})\n"
+            image_version = unit.image_version
+            if image_version is None and self._backup_relation is not None:
+                image_version = IMAGE_VERSION
+            if image_version is not None:
+                version = f"KurrentDB version {image_version} oss (tags/v{image_version})\n"
                 execs.add(testing.Exec([paths.BINARY, "--version"], stdout=version))
             container = testing.Container(
                 paths.CONTAINER,
@@ -500,10 +603,13 @@ class Simulation:
                 },
                 execs=execs,
             )
+            image = unit.root / "kurrentdb-image.yaml"
+            image.write_text(f"registrypath: {IMAGE_REFERENCE}\nusername: ''\npassword: ''\n")
             return testing.State(
                 leader=self.leader == unit.name,
                 config=dict(self.config),
                 containers={container},
+                resources={testing.Resource(name="kurrentdb-image", path=image)},
                 relations=relations,
                 secrets=set(self.app_secrets.values()) | self.user_secrets,
                 storages={testing.Storage("data")},
@@ -511,8 +617,11 @@ class Simulation:
                 planned_units=self.planned_units,
             )
         own_secrets = {s for s in unit.state.secrets if s.owner == "unit"}
+        container = unit.state.get_container(paths.CONTAINER)
+        container = dataclasses.replace(container, can_connect=unit.name not in self._pebble_down)
         return dataclasses.replace(
             unit.state,
+            containers={container},
             leader=self.leader == unit.name,
             config=dict(self.config),
             relations=relations,
@@ -551,12 +660,19 @@ class Simulation:
     ) -> None:
         unit = self.units[name]
         self.hook_log.append((self.clock, name, what))
+        if what.startswith("pebble-ready"):
+            self._pebble_down.discard(name)
         state_in = self._state_for(unit)
         KurrentDBCharm.api_url = self.cluster.node(name).url
         self._current, self._service_now = unit, None
         failed: testing.ActionFailed | None = None
         try:
-            with testing.Context(KurrentDBCharm, unit_id=unit.number, app_trusted=True) as ctx:
+            with testing.Context(
+                KurrentDBCharm,
+                unit_id=unit.number,
+                app_trusted=True,
+                charm_root=self._charm_root(unit),
+            ) as ctx:
                 try:
                     unit.state = ctx.run(factory(ctx, state_in), state_in)
                 except testing.ActionFailed as e:
@@ -574,6 +690,8 @@ class Simulation:
             self._current = self._backend = None
         unit.hooks += 1
         self.hooks_run += 1
+        if (pod := self.statefulset.pods.get(unit.number)) is not None:
+            pod.ready = True  # its Pebble answers: Kubernetes counts it Ready
         self._share(unit)
         if self.volumes is not None:
             self.check_invariants()  # a restore moves data and starts nodes between ticks
@@ -761,7 +879,7 @@ class Simulation:
         config = unit.rendered_config()
         if self.volumes is not None:
             self.volumes.before_start(unit.name, unit.data)
-        self.cluster.start_process(unit.name, config)
+        self.cluster.start_process(unit.name, config, version=unit.image_version)
         if self.volumes is not None:
             node = self.cluster.node(unit.name)
             node.on_boot = self.volumes.truncation(unit.name, unit.data, config)
@@ -777,6 +895,33 @@ class Simulation:
             return str(json.loads(relation.local_app_data["restore"])["phase"])
         except (KeyError, ValueError, TypeError):
             return None
+
+    def _patch_statefulset(self, monkeypatch: Any) -> None:
+        """The charm's Kubernetes calls for a refresh reach `self.statefulset`."""
+        from refresh import statefulset as calls
+        from refresh.plan import StatefulSetView
+
+        sim = self
+        forbidden = calls.KubernetesUnavailable("cannot read StatefulSet (HTTP 403)", True)
+
+        def pod_revision(pod: str, namespace: str) -> str | calls.KubernetesUnavailable:
+            assert sim._current is not None and pod == f"{APP}-{sim._current.number}", pod
+            return sim._current.revision
+
+        def read(app: str, namespace: str) -> StatefulSetView | calls.KubernetesUnavailable:
+            if not sim.statefulset.trusted:
+                return forbidden
+            return StatefulSetView(sim.statefulset.update_revision, sim.statefulset.partition)
+
+        def set_partition(app: str, namespace: str, value: int) -> Any:
+            if not sim.statefulset.trusted:
+                return forbidden
+            sim.statefulset.set_partition(value, sim.seconds())
+            return None
+
+        monkeypatch.setattr(calls, "pod_revision", pod_revision)
+        monkeypatch.setattr(calls, "read", read)
+        monkeypatch.setattr(calls, "set_partition", set_partition)
 
     def _patch_storage(self, monkeypatch: Any) -> None:
         """The charm finds the `data` storage where the workload mounts it: the unit's

@@ -398,6 +398,8 @@ class SimCluster:
         # Ticks a started process spends Initializing (opening chunks, loading the index)
         # before it gossips: 1 is the kindest; a real node takes seconds to minutes.
         self.boot_ticks = boot_ticks
+        # Fault injection: KurrentDB versions whose process exits at boot (a bad image).
+        self.failing_versions: set[str] = set()
         self._rng = random.Random(seed)
         self.jitter_log: list[int] = []  # every lag jitter drawn, in bytes
         self.nodes: dict[str, SimNode] = {}
@@ -696,6 +698,9 @@ class SimCluster:
             return
         if node.settings.error:
             self._halt(node, "exited", f"config error: {node.settings.error}")
+            return
+        if node.double.node.version in self.failing_versions:
+            self._halt(node, "exited", f"KurrentDB {node.double.node.version} fails at start")
             return
         node.process, node.state, node.ready_tick = "up", "DiscoverLeader", self.now + 1
         self._event(node, "up")

@@ -1,0 +1,278 @@
+"""The refresh capability in one unit's hooks (Scenario): what it publishes, what it refuses,
+what its actions say, and what it does to the StatefulSet (a recording double of
+`refresh.statefulset`). The rollout across units is in tests/sim/test_refresh.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from ops import testing
+from scenario_fixtures import IMAGE_VERSION, unit_state
+
+from refresh import statefulset
+from refresh.plan import Original, RefreshRecord, StatefulSetView
+from workload import paths
+
+OLD, NEW = "kurrentdb-5b7d", "kurrentdb-6c9f"
+
+
+class FakeKubernetes:
+    """This pod's revision and the StatefulSet, as the charm reads and patches them."""
+
+    def __init__(self, pod: str = OLD, update: str = OLD, partition: int = 0):
+        self.pod, self.update, self.partition = pod, update, partition
+        self.partitions: list[int] = []
+        self.trusted = True
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        forbidden = statefulset.KubernetesUnavailable("cannot read (HTTP 403)", needs_trust=True)
+        monkeypatch.setattr(statefulset, "pod_revision", lambda pod, ns: self.pod)
+        monkeypatch.setattr(
+            statefulset,
+            "read",
+            lambda app, ns: (
+                StatefulSetView(self.update, self.partition) if self.trusted else forbidden
+            ),
+        )
+
+        def set_partition(app: str, ns: str, value: int):
+            if not self.trusted:
+                return forbidden
+            self.partition = value
+            self.partitions.append(value)
+            return None
+
+        monkeypatch.setattr(statefulset, "set_partition", set_partition)
+
+
+@pytest.fixture
+def ctx2():
+    """kurrentdb/2: the highest unit, the first a refresh replaces."""
+    from charm import KurrentDBCharm
+
+    with testing.Context(KurrentDBCharm, unit_id=2) as context:
+        yield context
+
+
+@pytest.fixture
+def k8s(monkeypatch: pytest.MonkeyPatch) -> FakeKubernetes:
+    fake = FakeKubernetes()
+    fake.install(monkeypatch)
+    return fake
+
+
+def report(n: int, role: str, revision: str = OLD, version: str = IMAGE_VERSION) -> dict:
+    members = json.dumps([f"kurrentdb/{i}" for i in range(3)])
+    return {
+        "address": f"kurrentdb-{n}.kurrentdb-endpoints.prod.svc.cluster.local",
+        "started": "true",
+        "has-data": "true",
+        "running-members": members,
+        "role": role,
+        "caught-up": "true",
+        "refresh-revision": revision,
+        "refresh-version": version,
+    }
+
+
+def three_units(volumes, ca, *, leader: bool, own: int = 0, app: dict | None = None, **peers):
+    """Unit ``own`` of a formed 3-unit cluster; ``peers`` override other units' data."""
+    state = unit_state(volumes, ca, leader=leader)
+    peer = next(iter(state.relations))
+    members = json.dumps([f"kurrentdb/{i}" for i in range(3)])
+    # The other nodes follow; this unit's node is what the KurrentDB double says (Leader).
+    others = {n: report(n, "Follower") for n in range(3) if n != own}
+    others.update({int(k.removeprefix("u")): v for k, v in peers.items()})
+    peer = dataclasses.replace(
+        peer,
+        local_app_data=dict(peer.local_app_data) | {"members": members} | (app or {}),
+        local_unit_data=report(own, "Follower"),
+        peers_data=others,
+    )
+    return dataclasses.replace(state, relations={peer}, planned_units=3)
+
+
+def app_data(state: testing.State) -> dict:
+    return dict(next(iter(state.relations)).local_app_data)
+
+
+def record_of(state: testing.State) -> RefreshRecord:
+    return RefreshRecord.from_json(app_data(state).get("refresh"))
+
+
+def test_every_unit_publishes_its_pods_revision_and_version(ctx, volumes, internal_ca, k8s):
+    state = three_units(volumes, internal_ca, leader=False)
+    out = ctx.run(ctx.on.update_status(), state)
+    data = next(iter(out.relations)).local_unit_data
+    assert data["refresh-revision"] == OLD and data["refresh-version"] == IMAGE_VERSION
+
+
+def test_the_leader_records_the_rollback_target_in_steady_state(
+    ctx, volumes, internal_ca, k8s, kurrentdb
+):
+    state = three_units(volumes, internal_ca, leader=True)
+    out = ctx.run(ctx.on.update_status(), state)
+    record = record_of(out)
+    assert record.original is not None
+    assert (record.original.revision, record.original.kurrentdb) == (OLD, IMAGE_VERSION)
+    assert record.data_version == IMAGE_VERSION
+    assert k8s.partitions == [], "no refresh: the StatefulSet is left alone"
+
+
+def test_a_new_pod_forgets_what_its_old_pod_said_of_its_node(ctx2, volumes, internal_ca, k8s):
+    """The unit's databag still holds the old pod's Follower/caught-up: published with the
+    new revision, the leader would count a node that does not run yet as serving."""
+    k8s.pod = k8s.update = NEW
+    state = three_units(volumes, internal_ca, leader=False, own=2)
+    container = dataclasses.replace(state.get_container(paths.CONTAINER), can_connect=False)
+    state = dataclasses.replace(state, containers={container})
+    out = ctx2.run(ctx2.on.upgrade_charm(), state)
+    data = next(iter(out.relations)).local_unit_data
+    assert data["refresh-revision"] == NEW
+    assert data.get("role", "") == "" and data.get("caught-up", "") == ""
+
+
+def test_the_first_hook_of_a_refreshed_pod_holds_the_units_below(ctx2, volumes, internal_ca, k8s):
+    k8s.pod = k8s.update = NEW
+    state = three_units(volumes, internal_ca, leader=False, own=2)
+    ctx2.run(ctx2.on.upgrade_charm(), state)
+    assert k8s.partitions == [2]
+
+
+def test_the_stop_of_a_pod_being_refreshed_holds_the_units_below(ctx2, volumes, internal_ca, k8s):
+    state = three_units(volumes, internal_ca, leader=False, own=2)
+    state = ctx2.run(ctx2.on.update_status(), state)  # the pod learnt its revision
+    k8s.update = NEW  # `juju refresh`: Kubernetes deletes kurrentdb-2 first
+    ctx2.run(ctx2.on.stop(), state)
+    assert k8s.partitions == [2]
+
+
+def test_a_stop_without_a_refresh_leaves_the_partition(ctx2, volumes, internal_ca, k8s):
+    state = three_units(volumes, internal_ca, leader=False, own=2)
+    state = ctx2.run(ctx2.on.update_status(), state)
+    ctx2.run(ctx2.on.stop(), state)
+    assert k8s.partitions == []
+
+
+def refused_state(volumes, ca, k8s):
+    """kurrentdb/2 refreshed to an image whose KurrentDB (26.0.3) is an older major than
+    the 27.0.0 every node ran on this data."""
+    k8s.pod = k8s.update = NEW
+    record = RefreshRecord(
+        original=Original(OLD, charm="7", image="img:27.0.0", kurrentdb="27.0.0"),
+        data_version="27.0.0",
+    )
+    state = three_units(
+        volumes,
+        ca,
+        leader=False,
+        own=2,
+        app={"refresh": record.to_json()},
+        u0=report(0, "Follower", version="27.0.0"),
+        u1=report(1, "Follower", version="27.0.0"),
+    )
+    return state
+
+
+def test_a_refused_version_does_not_start_and_says_how_to_go_on(
+    ctx2, volumes, internal_ca, k8s, pebble_calls
+):
+    state = refused_state(volumes, internal_ca, k8s)
+    out = ctx2.run(ctx2.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 0, "KurrentDB must not start on data it may not read"
+    status = out.unit_status
+    assert isinstance(status, testing.BlockedStatus), status
+    assert "older major" in status.message
+    assert "juju refresh kurrentdb --revision 7 --resource kurrentdb-image=img:27.0.0" in (
+        status.message
+    )
+    assert "force-refresh-start check-compatibility=false" in status.message
+
+
+def test_force_refresh_start_lets_a_refused_version_start(
+    ctx2, volumes, internal_ca, k8s, pebble_calls, kurrentdb
+):
+    state = refused_state(volumes, internal_ca, k8s)
+    state = ctx2.run(ctx2.on.update_status(), state)
+    with pytest.raises(testing.ActionFailed, match="at least one"):
+        ctx2.run(ctx2.on.action("force-refresh-start"), state)
+    state = ctx2.run(
+        ctx2.on.action("force-refresh-start", params={"check-compatibility": False}), state
+    )
+    assert "check-compatibility" in ctx2.action_results["result"]
+    ctx2.run(ctx2.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 1
+
+
+def test_force_refresh_start_is_refused_on_a_unit_not_refreshed(ctx, volumes, internal_ca, k8s):
+    state = three_units(
+        volumes,
+        internal_ca,
+        leader=False,
+        app={"refresh": RefreshRecord(original=Original(OLD)).to_json()},
+    )
+    state = ctx.run(ctx.on.update_status(), state)
+    with pytest.raises(testing.ActionFailed, match="not refreshed"):
+        ctx.run(ctx.on.action("force-refresh-start", params={"check-compatibility": False}), state)
+
+
+@pytest.mark.parametrize("action", ["pre-refresh-check", "resume-refresh"])
+def test_leader_actions_on_another_unit_say_where_to_run_them(
+    ctx, volumes, internal_ca, k8s, action
+):
+    state = three_units(volumes, internal_ca, leader=False)
+    with pytest.raises(testing.ActionFailed, match="run it on the leader"):
+        ctx.run(ctx.on.action(action), state)
+
+
+def test_pre_refresh_check_without_trust_names_juju_trust(
+    ctx, volumes, internal_ca, k8s, kurrentdb
+):
+    k8s.trusted = False
+    state = three_units(volumes, internal_ca, leader=True)
+    state = ctx.run(ctx.on.update_status(), state)
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("pre-refresh-check"), state)
+    assert "juju trust kurrentdb --scope=cluster" in failed.value.message
+
+
+def test_pre_refresh_check_refuses_while_units_run_two_revisions(
+    ctx, volumes, internal_ca, k8s, kurrentdb
+):
+    state = three_units(volumes, internal_ca, leader=True, u2=report(2, "Follower", revision=NEW))
+    with pytest.raises(testing.ActionFailed, match="a refresh is under way"):
+        ctx.run(ctx.on.action("pre-refresh-check"), state)
+    assert k8s.partitions == []
+
+
+def test_resume_refresh_without_a_refresh_fails(ctx, volumes, internal_ca, k8s, kurrentdb):
+    state = three_units(volumes, internal_ca, leader=True)
+    state = ctx.run(ctx.on.update_status(), state)
+    with pytest.raises(testing.ActionFailed, match="no refresh is under way"):
+        ctx.run(ctx.on.action("resume-refresh"), state)
+
+
+@pytest.mark.parametrize("action", ["create-backup", "list-backups"])
+def test_backups_wait_for_a_refresh(ctx, volumes, internal_ca, k8s, action):
+    state = three_units(volumes, internal_ca, leader=False, u2=report(2, "Follower", revision=NEW))
+    if action == "list-backups":
+        # Listing changes nothing: it stays allowed (it fails here only for lack of storage).
+        with pytest.raises(testing.ActionFailed) as failed:
+            ctx.run(ctx.on.action(action), state)
+        assert "refresh" not in failed.value.message
+        return
+    with pytest.raises(testing.ActionFailed, match="a refresh is under way"):
+        ctx.run(ctx.on.action(action), state)
+
+
+def test_an_invalid_pause_value_is_reported_and_counts_as_all(
+    ctx, volumes, internal_ca, k8s, kurrentdb
+):
+    state = three_units(volumes, internal_ca, leader=True)
+    state = dataclasses.replace(state, config={"pause-after-unit-refresh": "sometimes"})
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert isinstance(out.unit_status, testing.BlockedStatus), out.unit_status
+    assert "pause-after-unit-refresh" in out.unit_status.message
+    assert "all, first or none" in out.unit_status.message
