@@ -6,6 +6,9 @@ per size change, zero restarts for hooks that change nothing; (issue #7) one mem
 change per scale request, also when pods introduce themselves 30 s apart; no
 relation-changed caused by health flapping in a steady cluster under write load.
 
+(issue #11) a refresh starts each node once (its new pod), pauses writes only for the
+leader's hand-over, and loses nothing.
+
 Run: `.venv/bin/python bench/convergence.py [--both-orders] [--boot-ticks=N] [scenario ...]`.
 Prints tables; asserts nothing. `--boot-ticks=4` makes every node take 8 s to boot, closer
 to a real node with data than the default single tick.
@@ -77,7 +80,8 @@ def main() -> None:
     ca = tls.generate_ca()
     header = (
         f"{'scenario':<36} {'step':<18} {'hooks':>5} {'rounds':>6} {'resizes':>7} "
-        f"{'restarts (unit:n)':<22} {'kurrentdb exits':<16} {'unavail':>7} {'lost':>4} "
+        f"{'restarts (unit:n)':<22} {'node starts':<16} {'kurrentdb exits':<16} "
+        f"{'unavail':>7} {'lost':>4} "
         f"{'breaches':>8} {'order':<6}"
     )
     print(header)
@@ -88,8 +92,9 @@ def main() -> None:
             print(
                 f"{scenario:<36} {step.name:<18} {step.hooks:>5} {step.rounds:>6} "
                 f"{step.membership_changes:>7} {counts(step.restarts):<22} "
-                f"{counts(step.process_exits):<16} {step.write_unavailable_ticks:>7} "
-                f"{step.lost_writes:>4} {len(step.breaches):>8} {order:<6}"
+                f"{counts(step.node_starts):<16} {counts(step.process_exits):<16} "
+                f"{step.write_unavailable_ticks:>7} {step.lost_writes:>4} "
+                f"{len(step.breaches):>8} {order:<6}"
             )
             for breach in step.breaches[:3]:
                 print(f"    {breach}")
@@ -97,8 +102,10 @@ def main() -> None:
                 windows.append((scenario, step))
     print(
         "\nresizes: membership changes the leader published; restarts: restarts the charm "
-        "made;\nkurrentdb exits: surplus shutdowns Pebble restarted; unavail: ticks without an "
-        "acknowledged write;\nlost: acknowledged bytes lost; breaches: invariant breaches "
+        "made;\nnode starts: KurrentDB starts after the first, whatever the cause (a pod "
+        "replaced by a refresh included);\nkurrentdb exits: surplus shutdowns Pebble "
+        "restarted; unavail: ticks without an acknowledged write;\nlost: acknowledged bytes "
+        "lost; breaches: invariant breaches "
         "(tests/sim/kurrentdb_cluster.py, scenarios.py);\norder: the hook order (--both-orders "
         "plays each scenario in unit-number order and newest first)."
     )

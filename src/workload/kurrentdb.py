@@ -156,16 +156,23 @@ class KurrentDBWorkload:
         """Give the data volume to the workload user when it is not already theirs.
 
         A root Pebble leaves a fresh volume owned by root, and volumes written by older
-        images belong to uid 1000. The recursive chown only runs when the volume's top
-        directory has the wrong owner, since on a large volume it is slow.
-        Returns whether ownership was changed.
+        images belong to uid 1000 (26.x runs as 1001: a refresh across that line, or its
+        rollback, changes the owner once). The recursive chown only runs when the
+        volume's top directory has the wrong owner, since on a large volume it is slow;
+        the top directory is changed last, so a pod killed half-way leaves it wrong and
+        the next start finishes the job. Returns whether ownership was changed.
         """
         uid, gid = self.workload_uid_gid()
         info = self.container.list_files(paths.DATA_DIR, itself=True)[0]
         if info.user_id == uid and info.group_id == gid:
             return False
-        logger.info("Changing ownership of %s to %d:%d", paths.DATA_DIR, uid, gid)
-        self.container.exec(["chown", "-R", f"{uid}:{gid}", paths.DATA_DIR]).wait()
+        owner = f"{uid}:{gid}"
+        logger.info("Changing ownership of %s to %s", paths.DATA_DIR, owner)
+        children = [f.path for f in self.container.list_files(paths.DATA_DIR)]
+        for start in range(0, len(children), CHOWN_BATCH):
+            batch = children[start : start + CHOWN_BATCH]
+            self.container.exec(["chown", "-R", "-h", owner, "--", *batch]).wait()
+        self.container.exec(["chown", owner, paths.DATA_DIR]).wait()
         return True
 
     def apply_files(self, desired: DesiredFiles) -> bool:
@@ -348,6 +355,10 @@ class KurrentDBWorkload:
             _File(paths.NODE_KEY_FILE, desired.node_private_key, 0o600),
             _File(paths.CONFIG_FILE, desired.config, 0o640),
         )
+
+
+# Paths per chown command: a data directory holds one file per 256 MiB chunk.
+CHOWN_BATCH = 500
 
 
 def _lookup_id(database: str | None, name: str) -> int | None:

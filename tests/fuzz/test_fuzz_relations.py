@@ -40,13 +40,19 @@ values = st.one_of(
                      # restore plans and reports of another format, or half of one
                      '{"format": 2, "phase": "swap"}', '{"format": 1, "restore-id": "r",'
                      ' "phase": "commit", "participants": ["kurrentdb/0"]}',
-                     '{"format": 1, "restore-id": "r-1", "completed": "swapped", "error": "a b"}']),
+                     '{"format": 1, "restore-id": "r-1", "completed": "swapped", "error": "a b"}',
+                     # refresh records and keys of another revision, or half of one
+                     '{"original": {"revision": "kurrentdb-5b7d", "kurrentdb": "27.0.0"},'
+                     ' "data_version": "27.0.0", "allowed": "kurrentdb/1", "resumed": 9}',
+                     '{"original": "x", "allowed": 3, "prepared": "yes"}', "kurrentdb-6c9f",
+                     '{"revision": "kurrentdb-6c9f", "skipped": ["check-compatibility"]}']),
 )  # fmt: skip
 APP_KEYS = ["members", "fresh-allowed", "restart-grant", "last-good-config", "ca-secret-id",
             "passwords-secret-id", "metrics-secret-id", "cluster-size", "v2-members", "schema",
-            "restore"]  # fmt: skip
+            "restore", "refresh", "refresh-resign"]  # fmt: skip
 UNIT_KEYS = [*sorted(UnitReport().to_databag()), "address", "v2-report", "ingress-address",
-             "restore", "last-backup"]  # fmt: skip
+             "restore", "last-backup", "refresh-revision", "refresh-version",
+             "refresh-forced"]  # fmt: skip
 
 
 @fuzz_settings(50)

@@ -628,3 +628,24 @@ def continuous_writes(
     print(report.summary())
     assert not report.missing, f"acknowledged events lost:\n{report.summary()}"
     assert report.ok, report.summary()
+
+
+CA_FILE = "/etc/kurrentdb/certs/ca/ca.crt"
+
+
+def app_addresses(juju: Any, app: str) -> PodAddresses:
+    """The app's pod IPs, from kubectl when there is one, else from `juju status`."""
+    model = juju.model.split(":")[-1]
+    kubectl = kubectl_command()
+    if kubectl:
+        return PodAddresses(kubectl_pod_ips(kubectl, model, app))
+    return PodAddresses(juju_unit_ips(juju, app, model))
+
+
+def admin_credentials(juju: Any, app: str) -> tuple[str, str]:
+    """The admin password and the charm's CA certificate (PEM), from the app's unit 0."""
+    unit = f"{app}/0"
+    password = juju.run(unit, "get-password", {"username": "admin"}).results["password"]
+    ca_pem = juju.ssh(unit, "cat", CA_FILE, container="kurrentdb").replace("\r\n", "\n")
+    assert "BEGIN CERTIFICATE" in ca_pem
+    return password, ca_pem

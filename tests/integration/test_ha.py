@@ -31,14 +31,13 @@ import pytest
 from continuous_writes import (
     ContinuousWrites,
     PodAddresses,
+    admin_credentials,
+    app_addresses,
     continuous_writes,
-    juju_unit_ips,
     kubectl_command,
-    kubectl_pod_ips,
 )
 
 APP = "kurrentdb"
-CA_FILE = "/etc/kurrentdb/certs/ca/ca.crt"
 ROLE_LABEL = "kurrentdb-role"
 
 
@@ -244,21 +243,14 @@ def deployed(juju: jubilant.Juju, charm_path, kurrentdb_image) -> jubilant.Juju:
 
 
 @pytest.fixture(scope="module")
-def addresses(deployed: jubilant.Juju, kubectl: list[str] | None) -> PodAddresses:
-    model = namespace(deployed)
-    if kubectl:
-        return PodAddresses(kubectl_pod_ips(kubectl, model, APP))
-    return PodAddresses(juju_unit_ips(deployed, APP, model))
+def addresses(deployed: jubilant.Juju) -> PodAddresses:
+    return app_addresses(deployed, APP)
 
 
 @pytest.fixture(scope="module")
 def credentials(deployed: jubilant.Juju) -> tuple[str, str]:
     """The admin password and the charm's CA certificate (PEM)."""
-    unit = f"{APP}/0"
-    password = deployed.run(unit, "get-password", {"username": "admin"}).results["password"]
-    ca_pem = deployed.ssh(unit, "cat", CA_FILE, container="kurrentdb").replace("\r\n", "\n")
-    assert "BEGIN CERTIFICATE" in ca_pem
-    return password, ca_pem
+    return admin_credentials(deployed, APP)
 
 
 @pytest.fixture(scope="module")

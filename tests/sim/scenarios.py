@@ -67,6 +67,7 @@ class StepResult:
     window: Window | None = None
     ticks: int = 0  # cluster ticks the step took, in-hook waits included
     breaches: tuple[str, ...] = ()  # invariants broken (with strict=False)
+    node_starts: dict[str, int] = dataclasses.field(default_factory=dict)  # all causes
 
 
 def run_step(
@@ -82,6 +83,7 @@ def run_step(
     size_before = len(sim.units)
     resizes = len(sim.membership_changes)
     breaches_before = len(cluster.breaches)
+    starts_before = dict(cluster.restarts)
     window = action(sim)
     rounds = sim.settle()
     elapsed = len(cluster.history) - ticks
@@ -120,6 +122,7 @@ def run_step(
         window=window,
         ticks=elapsed,
         breaches=tuple(breaches),
+        node_starts=_delta(cluster.restarts, starts_before),
     )
 
 
@@ -282,6 +285,41 @@ def _resign_leader(sim: Simulation) -> None:
     ).resign_node()
 
 
+REFRESH_FROM, REFRESH_TO = "26.0.3", "26.1.0"
+
+
+def deploy_for_refresh(n: int) -> Callable[[Simulation], None]:
+    """Deploy n units of the 26.0.3 image (revision rev-1), refreshing without pauses."""
+
+    def action(sim: Simulation) -> None:
+        sim.image_version = REFRESH_FROM
+        sim.statefulset.versions["rev-1"] = REFRESH_FROM
+        sim.set_config(pause_after_unit_refresh="none")
+        add_units(n)(sim)
+
+    return action
+
+
+def kurrentdb_leader_on(unit: str) -> Callable[[Simulation], None]:
+    """Resign KurrentDB leaders until ``unit``'s node leads."""
+
+    def action(sim: Simulation) -> None:
+        for _ in range(12):
+            if sim.cluster.leader() == unit:
+                return
+            _resign_leader(sim)
+            for _ in range(3):
+                sim.cluster.tick()
+        raise AssertionError(f"{unit} never came to lead")
+
+    return action
+
+
+def juju_refresh(revision: str, version: str | None = None) -> Callable[[Simulation], None]:
+    """`juju refresh`: the StatefulSet's new revision, rolled out by its controller."""
+    return lambda sim: sim.juju_refresh(revision, version)
+
+
 SCENARIOS: dict[str, list[Step]] = {
     "deploy 1": [("deploy 1", add_units(1)), ("no-op", nothing)],
     "deploy 3": [("deploy 3", add_units(3)), ("no-op", nothing)],
@@ -341,5 +379,26 @@ SCENARIOS: dict[str, list[Step]] = {
         ("deploy 3", add_units(3)),
         ("10 min load", steady_load(10)),
         ("10 min, election", steady_load(10, election=True)),
+    ],
+    # `juju refresh` to a new KurrentDB: pods replaced highest first, the charm moving the
+    # StatefulSet partition (tests/sim/statefulset.py).
+    "refresh 3": [
+        ("deploy 3", deploy_for_refresh(3)),
+        ("leader on 0", kurrentdb_leader_on("kurrentdb/0")),
+        ("refresh", juju_refresh("rev-2", REFRESH_TO)),
+    ],
+    "refresh 3, leader first": [
+        ("deploy 3", deploy_for_refresh(3)),
+        ("leader on 2", kurrentdb_leader_on("kurrentdb/2")),
+        ("refresh", juju_refresh("rev-2", REFRESH_TO)),
+        ("roll back", juju_refresh("rev-1")),
+    ],
+    "refresh 5": [
+        ("deploy 5", deploy_for_refresh(5)),
+        ("refresh", juju_refresh("rev-2", REFRESH_TO)),
+    ],
+    "refresh 3, charm only": [
+        ("deploy 3", deploy_for_refresh(3)),
+        ("refresh", juju_refresh("rev-2")),
     ],
 }

@@ -251,3 +251,26 @@ def test_backups_and_config_restarts_wait_for_the_refresh(sim: Simulation) -> No
     assert {unit.revision for unit in sim.units.values()} == {"rev-2"}
     assert all(sim.units[u].rendered_config()["MaxAppendSize"] == 2097152 for u in sim.units)
     never_two_down(sim)
+
+
+def test_slow_booting_nodes_hold_each_step_until_they_serve(make_sim) -> None:
+    """Nodes that take 12 s to boot: the next pod goes only once the last one serves."""
+    sim = make_sim(boot_ticks=6)
+    formed(sim, 3)
+    result = refresh(sim)
+    assert replaced_order(sim) == ["kurrentdb/2", "kurrentdb/1", "kurrentdb/0"]
+    assert result.lost_writes == 0 and result.restarted_while_leading == []
+    never_two_down(sim)
+
+
+def test_without_the_partition_kubernetes_takes_two_nodes_down(make_sim, monkeypatch) -> None:
+    """The control: with the charm's partition moves ignored, the controller replaces the
+    next pod as soon as the last is Ready (at once), so a slow node and the next one are
+    down together. The model is not kinder than Kubernetes."""
+    from refresh import statefulset
+
+    sim = make_sim(boot_ticks=6, strict=False)
+    formed(sim, 3)
+    monkeypatch.setattr(statefulset, "set_partition", lambda *args: None)
+    refresh(sim)
+    assert max(record.voting_down for record in sim.cluster.history) >= 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pathlib
 
 import pytest
 from ops import testing
@@ -276,3 +278,53 @@ def test_an_invalid_pause_value_is_reported_and_counts_as_all(
     assert isinstance(out.unit_status, testing.BlockedStatus), out.unit_status
     assert "pause-after-unit-refresh" in out.unit_status.message
     assert "all, first or none" in out.unit_status.message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_a_refresh_across_the_uid_line_chowns_the_volume_once_top_last(
+    ctx, volumes, internal_ca, k8s, monkeypatch
+):
+    """26.x images run as uid 1001, older ones as 1000: the first start on the new image
+    gives the volume to 1001 (its files first, the top directory last, so that a pod killed
+    half-way is finished at the next start) and no later start chowns again. A rollback
+    to a uid-1000 image gives it back the same way."""
+    import ops
+    from scenario_fixtures import write_passwd
+
+    (volumes.data / "chunk-000000.000000").write_bytes(b"x")
+    (volumes.data / "index").mkdir()
+    (volumes.data / "index" / "indexmap").write_bytes(b"y")
+    os.chown(volumes.data, 1000, 1000)
+    for path in volumes.data.rglob("*"):
+        os.chown(path, 1000, 1000)
+    real_exec = ops.Container.exec
+    commands: list[list[str]] = []
+
+    def chown_for_real(container, command, **kwargs):
+        if command[0] == "chown":
+            commands.append(list(command))
+            owner = command[-2] if command[1] != "-R" else command[3]
+            uid, gid = (int(x) for x in owner.split(":"))
+            targets = command[5:] if command[1] == "-R" else [command[-1]]
+            for target in targets:
+                host = volumes.data / pathlib.PurePosixPath(target).relative_to(paths.DATA_DIR)
+                for path in [host, *(host.rglob("*") if host.is_dir() else [])]:
+                    os.chown(path, uid, gid)
+        return real_exec(container, command, **kwargs)
+
+    monkeypatch.setattr(ops.Container, "exec", chown_for_real)
+    write_passwd(volumes.etc, uid=1001, gid=1001)
+    state = three_units(volumes, internal_ca, leader=False)
+    state = ctx.run(ctx.on.config_changed(), state)
+    assert commands[-1] == ["chown", "1001:1001", paths.DATA_DIR], commands
+    assert all(c[:3] == ["chown", "-R", "-h"] for c in commands[:-1])
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [volumes.data, *volumes.data.rglob("*")]}
+    assert owners == {(1001, 1001)}
+    chowns = len(commands)
+    ctx.run(ctx.on.update_status(), state)
+    assert len(commands) == chowns, "the volume is chowned once, not at every start"
+    # Rollback: a new pod of the old image, whose user is 1000 again.
+    write_passwd(volumes.etc, uid=1000, gid=1000)
+    ctx.run(ctx.on.config_changed(), three_units(volumes, internal_ca, leader=False))
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [volumes.data, *volumes.data.rglob("*")]}
+    assert owners == {(1000, 1000)}

@@ -136,4 +136,4 @@ def test_data_volume_chowned_only_when_owner_is_wrong(ctx, volumes, internal_ca,
     chowns = [
         e.command for e in ctx.exec_history.get(paths.CONTAINER, []) if e.command[0] == "chown"
     ]
-    assert chowns == ([] if uid_matches else [["chown", "-R", "1001:1001", paths.DATA_DIR]])
+    assert chowns == ([] if uid_matches else [["chown", "1001:1001", paths.DATA_DIR]])
