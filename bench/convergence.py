@@ -81,7 +81,7 @@ def main() -> None:
     header = (
         f"{'scenario':<36} {'step':<18} {'hooks':>5} {'rounds':>6} {'resizes':>7} "
         f"{'restarts (unit:n)':<22} {'node starts':<16} {'kurrentdb exits':<16} "
-        f"{'unavail':>7} {'lost':>4} "
+        f"{'unavail':>7} {'lost':>4} {'lead-stop':>9} "
         f"{'breaches':>8} {'order':<6}"
     )
     print(header)
@@ -94,6 +94,7 @@ def main() -> None:
                 f"{step.membership_changes:>7} {counts(step.restarts):<22} "
                 f"{counts(step.node_starts):<16} {counts(step.process_exits):<16} "
                 f"{step.write_unavailable_ticks:>7} {step.lost_writes:>4} "
+                f"{len(step.restarted_while_leading):>9} "
                 f"{len(step.breaches):>8} {order:<6}"
             )
             for breach in step.breaches[:3]:
@@ -104,7 +105,8 @@ def main() -> None:
         "\nresizes: membership changes the leader published; restarts: restarts the charm "
         "made;\nnode starts: KurrentDB starts after the first, whatever the cause (a pod "
         "replaced by a refresh included);\nkurrentdb exits: surplus shutdowns Pebble "
-        "restarted; unavail: ticks without an acknowledged write;\nlost: acknowledged bytes "
+        "restarted; unavail: ticks without an acknowledged write;\nlead-stop: nodes stopped "
+        "while leading (not handed over first);\nlost: acknowledged bytes "
         "lost; breaches: invariant breaches "
         "(tests/sim/kurrentdb_cluster.py, scenarios.py);\norder: the hook order (--both-orders "
         "plays each scenario in unit-number order and newest first)."

@@ -269,6 +269,7 @@ class Refresh(ops.Object):
             and record.resumed == 0
             and record.health_waived == -1
             and candidate.prepared == record.prepared
+            and record.target is None
         )
         if unchanged or candidate.original is None:
             return

@@ -66,6 +66,7 @@ class RefreshRecord:
     resumed: int = 0  # how many units were refreshed when resume-refresh last ran
     health_waived: int = -1  # likewise, when it ran with check-health-of-refreshed-units=false
     prepared: bool = False  # pre-refresh-check passed since the last refresh
+    target: str | None = None  # the revision a refresh under way moves the pods to
 
     def to_json(self) -> str:
         """The databag form."""
@@ -88,6 +89,7 @@ class RefreshRecord:
             resumed=_count(raw.get("resumed"), 0),
             health_waived=_count(raw.get("health_waived"), -1),
             prepared=raw.get("prepared") is True,
+            target=_text(raw.get("target")),
         )
 
 
@@ -160,6 +162,8 @@ def maybe_in_progress(record: RefreshRecord, units: Mapping[str, UnitFacts]) -> 
     revisions = {facts.revision for facts in units.values()}
     if len(revisions) > 1 or record.allowed is not None:
         return True
+    if record.target is not None and revisions != {record.target}:
+        return True  # every refreshed unit may have been removed since
     return record.original is not None and revisions != {record.original.revision}
 
 
@@ -216,6 +220,7 @@ def assess(
         return Progress(in_progress=False, refreshed=refreshed, partition=0, record=record)
     rollback = record.original is not None and view.update_revision == record.original.revision
     following = pending[0]
+    record = dataclasses.replace(record, target=view.update_revision)
     # Not letting the next unit go: hold the partition just above it once a unit above it
     # is refreshed; before that the next unit is the highest, which Kubernetes replaces
     # first whatever the partition (as it does as soon as the StatefulSet changes).

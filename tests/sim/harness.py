@@ -24,8 +24,8 @@ a test's fault injection can kill a hook mid-way (`HookKilledError`).
 
 Refreshes (`juju_refresh`) follow `sim.statefulset`: the StatefulSet gets a new update
 revision, and between rounds its controller replaces the pod it may (highest ordinal first,
-at or above the partition the charm sets, one at a time): the old pod's `stop` hook runs
-while its node still runs, then the node stops, and the new pod (new stored state, Pebble
+at or above the partition the charm sets, one at a time): its node stops as the old pod's
+`stop` hook runs, and the new pod (new stored state, Pebble
 plan and /etc; same volume and secrets; the revision's KurrentDB version) runs
 upgrade-charm, config-changed and pebble-ready.
 """
@@ -186,6 +186,7 @@ class Simulation:
         self.image_version: str | None = None
         self.pods_replaced: list[tuple[float, str, str]] = []  # (clock, unit, revision)
         self._pebble_down: set[str] = set()  # new pods whose Pebble is not up yet
+        self.chowns: list[tuple[str, list[str]]] = []  # (unit, command) run in its container
         self.last_action_logs: list[str] = []
         # A hook that waits lets simulated time pass: the cluster ticks while it sleeps,
         # and what the hook wrote to relation data reaches nobody before it ends.
@@ -256,10 +257,7 @@ class Simulation:
             from datadir import SyntheticDataDir
 
             SyntheticDataDir.create(unit.data, self._data_spec)
-        (unit.etc / "passwd").write_text(
-            f"kurrent:x:{os.getuid()}:{os.getgid()}::/home/kurrent:/usr/sbin/nologin\n"
-        )
-        (unit.etc / "group").write_text(f"kurrent:x:{os.getgid()}:\n")
+        self._write_users(unit)
         self.units[name] = unit
         self.unit_data[name] = {}
         self.introduced.append((self.clock, name))
@@ -385,6 +383,29 @@ class Simulation:
         self.statefulset.versions.setdefault(revision, image_version or current or "")
         self.statefulset.update_revision = revision
 
+    def _write_users(self, unit: SimUnit) -> None:
+        """The image's /etc/passwd and /etc/group: `kurrent` with its revision's uid."""
+        uid = self.statefulset.uids.get(unit.revision, os.getuid())
+        (unit.etc / "passwd").write_text(
+            f"kurrent:x:{uid}:{uid}::/home/kurrent:/usr/sbin/nologin\n"
+        )
+        (unit.etc / "group").write_text(f"kurrent:x:{uid}:\n")
+
+    def _chown(self, unit: SimUnit, command: list[str]) -> None:
+        """`chown [-R -h] uid:gid [--] path...` in the workload container, on the unit's
+        volume (as root; without root the volume keeps its owner and the call is only
+        recorded)."""
+        self.chowns.append((unit.name, list(command)))
+        args = [a for a in command[1:] if a not in ("-R", "-h", "--")]
+        uid, gid = (int(x) for x in args[0].split(":"))
+        if os.geteuid() != 0:
+            return
+        recursive = "-R" in command
+        for target in args[1:]:
+            host = unit.data / pathlib.PurePosixPath(target).relative_to(paths.DATA_DIR)
+            for path in [host, *(host.rglob("*") if recursive and host.is_dir() else [])]:
+                os.chown(path, uid, gid, follow_symlinks=False)
+
     def _charm_root(self, unit: SimUnit) -> pathlib.Path:
         """The charm directory as Juju unpacks it: with the charm URL of the unit's revision."""
         root = unit.root / "charm"
@@ -410,12 +431,14 @@ class Simulation:
     def replace_pod(self, name: str, revision: str | None = None) -> None:
         """The pod is deleted and created again (a refresh, `kubectl delete pod`, a drain).
 
-        The old pod's stop hook runs while its node still runs; the new pod has the given
-        controller revision (default: the one it had), new stored state and Pebble plan.
+        Pebble gets SIGTERM as the stop hook starts (juju-facts §11): the model takes the
+        worst case, KurrentDB gone before the hook can hand its leadership over. The new
+        pod has the given controller revision (default: the one it had), new stored state
+        and Pebble plan.
         """
         unit = self.units[name]
-        self._run(name, lambda ctx, s: ctx.on.stop(), "stop (pod deleted)")
         self.cluster.stop_process(name)
+        self._run(name, lambda ctx, s: ctx.on.stop(), "stop (pod deleted)")
         unit.revision = revision or unit.revision
         unit.image_version = self._version_of(unit.revision) or unit.image_version
         unit.pod_starts += 1
@@ -424,6 +447,7 @@ class Simulation:
         kurrentdb_etc = unit.etc / "kurrentdb"
         for path in sorted(kurrentdb_etc.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
+        self._write_users(unit)  # the new image's user
         assert unit.state is not None
         container = unit.state.get_container(paths.CONTAINER)
         execs = {e for e in container.execs if e.command_prefix[:1] != (paths.BINARY,)}
@@ -822,6 +846,8 @@ class Simulation:
                 sim.cluster.sighup(current().name)
 
         def sim_exec(container: ops.Container, command: list[str], **kwargs: Any) -> Any:
+            if command and command[0] == "chown":
+                sim._chown(current(), command)
             logs = sim.cluster.node(current().name).service.pebble_logs(command)
             return exec_(container, command, **kwargs) if logs is None else logs
 

@@ -315,6 +315,12 @@ def kurrentdb_leader_on(unit: str) -> Callable[[Simulation], None]:
     return action
 
 
+def pre_refresh_check(sim: Simulation) -> None:
+    """`juju run kurrentdb/leader pre-refresh-check` (it must pass)."""
+    assert sim.leader is not None
+    sim.run_action(sim.leader, "pre-refresh-check")
+
+
 def juju_refresh(revision: str, version: str | None = None) -> Callable[[Simulation], None]:
     """`juju refresh`: the StatefulSet's new revision, rolled out by its controller."""
     return lambda sim: sim.juju_refresh(revision, version)
@@ -385,20 +391,30 @@ SCENARIOS: dict[str, list[Step]] = {
     "refresh 3": [
         ("deploy 3", deploy_for_refresh(3)),
         ("leader on 0", kurrentdb_leader_on("kurrentdb/0")),
+        ("pre-refresh-check", pre_refresh_check),
         ("refresh", juju_refresh("rev-2", REFRESH_TO)),
     ],
     "refresh 3, leader first": [
         ("deploy 3", deploy_for_refresh(3)),
         ("leader on 2", kurrentdb_leader_on("kurrentdb/2")),
+        ("pre-refresh-check", pre_refresh_check),
         ("refresh", juju_refresh("rev-2", REFRESH_TO)),
         ("roll back", juju_refresh("rev-1")),
     ],
+    # The same without pre-refresh-check: the first pod's leader goes unannounced.
+    "refresh 3, leader first, no check": [
+        ("deploy 3", deploy_for_refresh(3)),
+        ("leader on 2", kurrentdb_leader_on("kurrentdb/2")),
+        ("refresh", juju_refresh("rev-2", REFRESH_TO)),
+    ],
     "refresh 5": [
         ("deploy 5", deploy_for_refresh(5)),
+        ("pre-refresh-check", pre_refresh_check),
         ("refresh", juju_refresh("rev-2", REFRESH_TO)),
     ],
     "refresh 3, charm only": [
         ("deploy 3", deploy_for_refresh(3)),
+        ("pre-refresh-check", pre_refresh_check),
         ("refresh", juju_refresh("rev-2")),
     ],
 }

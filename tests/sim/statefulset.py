@@ -43,6 +43,8 @@ class SimStatefulSet:
     trusted: bool = True  # whether the charm may read and patch it (`juju trust`)
     # The KurrentDB version each revision's image holds (rollbacks reuse a revision).
     versions: dict[str, str] = field(default_factory=dict)
+    # The uid of each revision's image user `kurrent` (26.x: 1001, older: 1000).
+    uids: dict[str, int] = field(default_factory=dict)
     pods: dict[int, SimPod] = field(default_factory=dict)
     partition_log: list[tuple[float, int]] = field(default_factory=list)  # (clock, value)
 

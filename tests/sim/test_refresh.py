@@ -8,11 +8,15 @@ two voting nodes were down in the same tick, and that no acknowledged write was 
 
 from __future__ import annotations
 
+import collections
+import os
+
 import pytest
 from ops import testing
 
 from sim.harness import Simulation
 from sim.scenarios import StepResult, run_step
+from workload import paths
 
 OLD, NEW = "26.0.3", "26.1.0"
 
@@ -41,8 +45,19 @@ def lead_on(sim: Simulation, unit: str) -> None:
     raise AssertionError(f"{unit} never came to lead")
 
 
-def refresh(sim: Simulation, revision: str = "rev-2", version: str = NEW) -> StepResult:
-    return run_step(sim, f"refresh to {revision}", lambda s: s.juju_refresh(revision, version))
+def refresh(
+    sim: Simulation, revision: str = "rev-2", version: str = NEW, *, checked: bool = True
+) -> StepResult:
+    """`juju refresh`, after `pre-refresh-check` (the documented flow) unless not ``checked``."""
+
+    def action(s: Simulation) -> None:
+        if checked:
+            assert s.leader is not None
+            s.run_action(s.leader, "pre-refresh-check")
+            s.settle()
+        s.juju_refresh(revision, version)
+
+    return run_step(sim, f"refresh to {revision}", action)
 
 
 def play(sim: Simulation, rounds: int) -> None:
@@ -86,6 +101,23 @@ def test_a_3_node_refresh_goes_highest_first_with_the_leader_handed_over(
     assert isinstance(sim.app_status(), testing.ActiveStatus), sim.app_status()
 
 
+def test_without_pre_refresh_check_only_the_first_leader_goes_unannounced(
+    sim: Simulation,
+) -> None:
+    """`juju refresh` straight away: Kubernetes deletes the highest pod at once, and its
+    KurrentDB gets SIGTERM as its stop hook starts, so a leader there is not handed over
+    (the others elect one); every later unit is, and nothing acknowledged is lost."""
+    formed(sim, 3)
+    lead_on(sim, "kurrentdb/2")
+    result = refresh(sim, checked=False)
+    assert result.restarted_while_leading == ["kurrentdb/2"]
+    assert result.lost_writes == 0
+    never_two_down(sim)
+    lead_on(sim, "kurrentdb/1")
+    result = refresh(sim, "rev-3", checked=False)
+    assert result.restarted_while_leading == [] and result.lost_writes == 0
+
+
 def test_a_5_node_refresh(sim: Simulation) -> None:
     formed(sim, 5)
     lead_on(sim, "kurrentdb/3")
@@ -95,7 +127,7 @@ def test_a_5_node_refresh(sim: Simulation) -> None:
     never_two_down(sim)
     # The partition only ever let one unit more go at a time.
     moves = [value for _, value in sim.statefulset.partition_log]
-    assert moves[:5] == [4, 3, 2, 1, 0], moves
+    assert moves == [4, 3, 2, 1, 0], moves
 
 
 def test_the_refresh_pauses_after_the_first_unit_until_resumed(sim: Simulation) -> None:
@@ -274,3 +306,52 @@ def test_without_the_partition_kubernetes_takes_two_nodes_down(make_sim, monkeyp
     monkeypatch.setattr(statefulset, "set_partition", lambda *args: None)
     refresh(sim)
     assert max(record.voting_down for record in sim.cluster.history) >= 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a volume's owner needs root")
+def test_a_refresh_across_the_uid_line_and_back_chowns_each_volume_once(sim: Simulation) -> None:
+    """rev-1's image runs as uid 1000, rev-2's as 1001 (KurrentDB 26.x): each new pod
+    gives its volume to its user once, and a rollback gives it back; no other start
+    chowns anything."""
+    sim.statefulset.uids.update({"rev-1": 1000, "rev-2": 1001})
+    formed(sim, 3)
+
+    def owners() -> set[tuple[int, int]]:
+        return {
+            (path.stat().st_uid, path.stat().st_gid)
+            for unit in sim.units.values()
+            for path in [unit.data, *unit.data.rglob("*")]
+        }
+
+    def top_chowns() -> collections.Counter[str]:
+        return collections.Counter(u for u, c in sim.chowns if c[-1] == paths.DATA_DIR)
+
+    assert owners() == {(1000, 1000)}
+    assert top_chowns() == {u: 1 for u in sim.units}
+    refresh(sim)
+    assert owners() == {(1001, 1001)}
+    assert top_chowns() == {u: 2 for u in sim.units}, "once per unit for the new user"
+    sim.settle()
+    assert top_chowns() == {u: 2 for u in sim.units}, "no start chowns again"
+    run_step(sim, "roll back", lambda s: s.juju_refresh("rev-1"))
+    assert owners() == {(1000, 1000)}
+    assert top_chowns() == {u: 3 for u in sim.units}
+    never_two_down(sim)
+    assert sim.cluster.lost_acknowledged_writes() == 0
+
+
+def test_a_scale_down_mid_refresh_leaves_a_whole_cluster(sim: Simulation) -> None:
+    formed(sim, 5, pause="first")
+    refresh(sim)
+    assert replaced_order(sim) == ["kurrentdb/4"]
+    for unit in ("kurrentdb/4", "kurrentdb/3"):
+        sim.remove_unit(unit)
+    sim.settle()
+    assert {sim.units[u].rendered_config()["ClusterSize"] for u in sim.units} == {3}
+    assert sim.leader is not None
+    sim.run_action(sim.leader, "resume-refresh")
+    sim.settle()
+    assert replaced_order(sim) == ["kurrentdb/4", "kurrentdb/2", "kurrentdb/1", "kurrentdb/0"]
+    assert {unit.revision for unit in sim.units.values()} == {"rev-2"}
+    never_two_down(sim)
+    assert sim.cluster.lost_acknowledged_writes() == 0

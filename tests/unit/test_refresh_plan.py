@@ -270,3 +270,14 @@ def test_version_changes(running, target, written, refused) -> None:
 def test_newest() -> None:
     assert newest("26.0.3", None, "26.1.0", "x") == "26.1.0"
     assert newest(None, "x") is None
+
+
+def test_a_refresh_stays_seen_when_its_refreshed_units_are_removed() -> None:
+    """Scale-down removed every refreshed unit: the rest all run the old revision again,
+    as before the refresh, but the StatefulSet still moves them to the new one."""
+    progress = assess(RECORD, VIEW, cluster(refreshed=(2,)), "first")
+    assert progress.record.target == NEW
+    two_left = {u: f for u, f in cluster().items() if u != "kurrentdb/2"}
+    assert maybe_in_progress(progress.record, two_left)
+    again = assess(progress.record, VIEW, two_left, "first")
+    assert again.in_progress and again.next_unit == "kurrentdb/1"
