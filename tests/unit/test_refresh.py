@@ -328,3 +328,17 @@ def test_a_refresh_across_the_uid_line_chowns_the_volume_once_top_last(
     ctx.run(ctx.on.config_changed(), three_units(volumes, internal_ca, leader=False))
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [volumes.data, *volumes.data.rglob("*")]}
     assert owners == {(1000, 1000)}
+
+
+def test_the_rollback_revision_comes_from_the_charm_url_juju_unpacked(
+    volumes, internal_ca, k8s, kurrentdb, tmp_path
+):
+    from charm import KurrentDBCharm
+
+    root = tmp_path / "charm"
+    root.mkdir()
+    (root / ".juju-charm").write_text("ch:amd64/noble/kurrentdb-12\n")
+    with testing.Context(KurrentDBCharm, charm_root=root) as ctx:
+        out = ctx.run(ctx.on.update_status(), three_units(volumes, internal_ca, leader=True))
+    record = record_of(out)
+    assert record.original is not None and record.original.charm == "12"
