@@ -95,6 +95,7 @@ class KurrentDBCharm(ops.CharmBase):
             self,
             self.state,
             self._stored,
+            self.identity,
             self.image.version,
             self.cluster.hand_over_leadership,
             self.cluster.leads,

@@ -34,6 +34,7 @@ from cluster import LEADING_ROLES, unit_number
 if TYPE_CHECKING:
     from refresh.plan import Progress, RefreshRecord, UnitFacts
     from state import CharmState
+    from workload.render import NodeIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Refresh(ops.Object):
         charm: ops.CharmBase,
         state: CharmState,
         stored: ops.framework.BoundStoredState,
+        identity: NodeIdentity,
         image_version: Callable[[], str | None],
         hand_over_leadership: Callable[[float], bool],
         leads: Callable[[], bool],
@@ -67,6 +69,7 @@ class Refresh(ops.Object):
         self._state = state
         self._stored = stored
         self._stored.set_default(refresh_pod_revision="", refresh_revision_asked=0.0)
+        self._identity = identity
         self._image_version = image_version
         self._hand_over_leadership = hand_over_leadership
         self._leads = leads
@@ -166,20 +169,12 @@ class Refresh(ops.Object):
         self._stored.refresh_revision_asked = now
         from refresh import statefulset
 
-        identity = self._identity()
-        answer = statefulset.pod_revision(identity[0], identity[1])
+        answer = statefulset.pod_revision(self._identity.pod_name, self._identity.namespace)
         if isinstance(answer, str):
             self._stored.refresh_pod_revision = answer
             self._hold_partition_if_refreshing(answer, first_hook=True)
             return answer
         return ""
-
-    def _identity(self) -> tuple[str, str]:
-        import pod
-
-        unit = self._charm.unit.name
-        namespace = pod.detect(self._charm.model.name).namespace
-        return f"{self._charm.app.name}-{unit_number(unit)}", namespace
 
     def _hold_partition_if_refreshing(self, own_revision: str, *, first_hook: bool) -> None:
         """A pod's first hook, or its stop: hold back the units below this one in a refresh.
@@ -194,7 +189,7 @@ class Refresh(ops.Object):
             return
         from refresh import statefulset
 
-        app, namespace = self._charm.app.name, self._identity()[1]
+        app, namespace = self._charm.app.name, self._identity.namespace
         view = statefulset.read(app, namespace)
         if isinstance(view, statefulset.KubernetesUnavailable):
             return
@@ -234,7 +229,7 @@ class Refresh(ops.Object):
             self._record_steady(record, facts)
             self._request_resign(self._first_if_leading(facts) if record.prepared else None)
             return
-        app, namespace = self._charm.app.name, self._identity()[1]
+        app, namespace = self._charm.app.name, self._identity.namespace
         view = statefulset.read(app, namespace)
         if isinstance(view, statefulset.KubernetesUnavailable):
             self.problem = _unavailable_status(view, "a refresh cannot be steered")
@@ -258,20 +253,10 @@ class Refresh(ops.Object):
     def _record_steady(self, record: RefreshRecord, facts: dict[str, UnitFacts]) -> None:
         from refresh.plan import steady_record
 
-        candidate = steady_record(record, facts, "", "")
-        unchanged = (
-            record.original is not None
-            and candidate.original is not None
-            and record.original.revision == candidate.original.revision
-            and record.original.kurrentdb == candidate.original.kurrentdb
-            and candidate.data_version == record.data_version
-            and record.allowed is None
-            and record.resumed == 0
-            and record.health_waived == -1
-            and candidate.prepared == record.prepared
-            and record.target is None
-        )
-        if unchanged or candidate.original is None:
+        known = record.original
+        charm, image = (known.charm, known.image) if known is not None else ("", "")
+        candidate = steady_record(record, facts, charm, image)
+        if candidate == record or candidate.original is None:
             return
         # Only now the rollback command's parts, which cost a hook tool call and a read.
         self._save_record(steady_record(record, facts, self._charm_revision(), self._image()))
@@ -379,7 +364,7 @@ class Refresh(ops.Object):
         """Where the refresh stands, for a hook that did not coordinate (an action)."""
         from refresh import plan, statefulset
 
-        view = statefulset.read(self._charm.app.name, self._identity()[1])
+        view = statefulset.read(self._charm.app.name, self._identity.namespace)
         if isinstance(view, statefulset.KubernetesUnavailable):
             return None
         return plan.assess(self._record(), view, self._facts(), self._pause())
@@ -412,7 +397,7 @@ class Refresh(ops.Object):
         facts = self._facts()
         # Only the highest unit may go when `juju refresh` runs: the rest wait for the leader.
         highest = max(unit_number(u) for u in facts)
-        app, namespace = self._charm.app.name, self._identity()[1]
+        app, namespace = self._charm.app.name, self._identity.namespace
         failed = statefulset.set_partition(app, namespace, highest)
         if failed is not None:
             event.fail(f"pre-refresh check failed: {_unavailable_message(failed)}")
@@ -451,7 +436,7 @@ class Refresh(ops.Object):
         if not plan.maybe_in_progress(record, facts):
             event.fail("no refresh is under way")
             return
-        view = statefulset.read(self._charm.app.name, self._identity()[1])
+        view = statefulset.read(self._charm.app.name, self._identity.namespace)
         if isinstance(view, statefulset.KubernetesUnavailable):
             event.fail(_unavailable_message(view))
             return
