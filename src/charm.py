@@ -96,7 +96,7 @@ class KurrentDBCharm(ops.CharmBase):
             self.state,
             self._stored,
             self.identity,
-            self.image.version,
+            self.image,
             self.cluster.hand_over_leadership,
             self.cluster.leads,
         )

@@ -29,6 +29,7 @@ class Image:
         self._stored = stored
         self._stored.set_default(image_version="")
         self._asked = False
+        self._unreadable = False  # asked this hook, and the binary told no version
 
     def version(self) -> str | None:
         """The image's KurrentDB version; None while it cannot be known (no Pebble yet)."""
@@ -44,10 +45,12 @@ class Image:
             output, _ = process.wait_output()
         except (ops.pebble.Error, OSError) as e:
             logger.warning("Cannot ask the image for its KurrentDB version: %s", e)
+            self._unreadable = True
             return None
         version = config.version_from_cli(output or "")
         if version is None:
             logger.warning("KurrentDB --version printed no version")
+            self._unreadable = True
             return None
         logger.info("The image holds KurrentDB %s", version)
         self._stored.image_version = version
@@ -56,3 +59,24 @@ class Image:
     def problem(self) -> str | None:
         """A blocked-status message when the charm cannot run this image's KurrentDB."""
         return config.image_support(self.version())
+
+    def unknown_to_charm(self) -> str | None:
+        """Why this charm does not know the image's KurrentDB (None too while it cannot ask).
+
+        A refresh checks it before the new image's KurrentDB starts (`check-workload-container`):
+        an image that tells no version may not be KurrentDB at all, and a release line newer
+        than the newest option list runs on that older list, which may name an option the new
+        release dropped (an unknown option stops KurrentDB).
+        """
+        version = self.version()
+        if version is None:
+            if self._unreadable:
+                return "the image's `KurrentDB --version` told no version: is it a KurrentDB image?"
+            return None
+        release, newest = config.parse_version(version), config.option_lists()[-1].first
+        if release is not None and release[:2] > newest[:2]:
+            return (
+                f"KurrentDB {version} is newer than every release this charm knows (up to "
+                f"{newest[0]}.{newest[1]}): refresh to a charm revision that knows it"
+            )
+        return None

@@ -4,13 +4,18 @@ What it owns:
 - this unit's refresh keys in its peer databag: the controller revision of its pod
   (`refresh-revision`, learnt once per pod from Kubernetes and kept in stored state, which
   lives exactly as long as the pod), the KurrentDB its image holds (`refresh-version`) and
-  a `force-refresh-start` override (`refresh-forced`);
+  the checks `force-refresh-start` skipped for it (`refresh-forced`) and the revision on
+  which the first unit's own pre-refresh checks passed (`refresh-checked`);
 - the leader's record (`plan.RefreshRecord`, app key `refresh`), its resign request
   (`refresh-resign`) and the StatefulSet's partition;
 - the actions `pre-refresh-check`, `resume-refresh`, `force-refresh-start`, and the
   `pause-after-unit-refresh` option;
-- whether KurrentDB may start on this unit (`workload_allowed_to_start`) and what else must
-  wait while a refresh runs (`refusal`).
+- whether KurrentDB may start on this unit (`workload_allowed_to_start`): on a refreshed
+  unit, three checks, each skipped by its `force-refresh-start` parameter for the revision
+  the unit runs: the image (`check-workload-container`), the version change
+  (`check-compatibility`) and, on the first unit only, the cluster's health without it
+  (`run-pre-refresh-checks`, as charm-refresh runs them after the first pod is replaced);
+- what else must wait while a refresh runs (`refusal`).
 
 Nothing here costs a Kubernetes call in a hook outside a refresh, except the first hook of
 each pod (its revision). See `plan` for the decisions and `statefulset` for the calls.
@@ -32,6 +37,7 @@ import ops
 from cluster import LEADING_ROLES, unit_number
 
 if TYPE_CHECKING:
+    from image import Image
     from refresh.plan import Progress, RefreshRecord, UnitFacts
     from state import CharmState
     from workload.render import NodeIdentity
@@ -42,6 +48,12 @@ PAUSE_OPTION = "pause-after-unit-refresh"
 REVISION_KEY = "refresh-revision"
 VERSION_KEY = "refresh-version"
 FORCED_KEY = "refresh-forced"
+CHECKED_KEY = "refresh-checked"
+# force-refresh-start's parameters, in the order a refreshed unit's checks run.
+WORKLOAD_CHECK = "check-workload-container"
+COMPATIBILITY_CHECK = "check-compatibility"
+CLUSTER_CHECK = "run-pre-refresh-checks"
+START_CHECKS = (WORKLOAD_CHECK, COMPATIBILITY_CHECK, CLUSTER_CHECK)
 RESIGN_KEY = "refresh-resign"
 RECORD_KEY = "refresh"
 IMAGE_RESOURCE = "kurrentdb-image"
@@ -60,7 +72,7 @@ class Refresh(ops.Object):
         state: CharmState,
         stored: ops.framework.BoundStoredState,
         identity: NodeIdentity,
-        image_version: Callable[[], str | None],
+        image: Image,
         hand_over_leadership: Callable[[float], bool],
         leads: Callable[[], bool],
     ):
@@ -70,7 +82,8 @@ class Refresh(ops.Object):
         self._stored = stored
         self._stored.set_default(refresh_pod_revision="", refresh_revision_asked=0.0)
         self._identity = identity
-        self._image_version = image_version
+        self._image_version = image.version
+        self._image_unknown = image.unknown_to_charm
         self._hand_over_leadership = hand_over_leadership
         self._leads = leads
         self.problem: ops.StatusBase | None = None  # this hook's own failure, if any
@@ -288,33 +301,95 @@ class Refresh(ops.Object):
     # --- may KurrentDB start here? ---------------------------------------------------------
 
     def workload_allowed_to_start(self) -> bool:
-        """False on a refreshed unit whose KurrentDB may not take over this data."""
-        return self.version_refusal() is None
+        """False on a refreshed unit one of whose start checks fails and was not skipped."""
+        return self.start_refusal() is None
 
-    def version_refusal(self) -> str | None:
-        """Why this unit's new KurrentDB may not start on the cluster's data, or None."""
-        from refresh.versions import check_change
-
+    def start_refusal(self) -> tuple[str, str] | None:
+        """(check, reason): the first start check this refreshed unit fails, or None."""
         record = self._record()
         original = record.original
         revision = str(self._stored.refresh_pod_revision)
         if original is None or not revision or revision == original.revision:
             return None  # not refreshed (or a rollback to what ran before)
-        version = self._image_version()
-        refusal = check_change(original.kurrentdb or None, version, record.data_version)
-        if refusal is None or self._forced(revision):
-            return None
-        return refusal.reason
+        skipped = self._skipped(revision)
+        relation = self._relation
+        for check in START_CHECKS:
+            if check in skipped:
+                continue
+            if check == WORKLOAD_CHECK:
+                reason = self._image_unknown()
+            elif check == COMPATIBILITY_CHECK:
+                reason = self._compatibility_refusal(record)
+            else:
+                reason = self._cluster_check_failure(record, revision)
+            if reason is not None:
+                return check, reason
+        if (
+            relation is not None
+            and CLUSTER_CHECK not in skipped
+            and self._is_first_unit(record)
+            and relation.data[self._charm.unit].get(CHECKED_KEY) != revision
+        ):
+            relation.data[self._charm.unit][CHECKED_KEY] = revision  # passed: not again
+        return None
 
-    def _forced(self, revision: str) -> bool:
+    def _compatibility_refusal(self, record: RefreshRecord) -> str | None:
+        from refresh.versions import check_change
+
+        original = record.original
+        assert original is not None
+        running, target = original.kurrentdb or None, self._image_version()
+        refusal = check_change(running, target, record.data_version)
+        return refusal.reason if refusal is not None else None
+
+    def _is_first_unit(self, record: RefreshRecord) -> bool:
+        """Whether this unit is the one the refresh replaced first (the record says)."""
+        return record.first == self._charm.unit.name
+
+    def _cluster_check_failure(self, record: RefreshRecord, revision: str) -> str | None:
+        """On the first unit only, until they pass once: the rest of the cluster must be whole.
+
+        Its own node is down (Kubernetes replaced the pod); the others must serve with one
+        leader, and nothing else that stops nodes may run, before its new KurrentDB joins.
+        """
+        from refresh import checks
+
+        relation = self._relation
+        if relation is None or not self._is_first_unit(record):
+            return None
+        if relation.data[self._charm.unit].get(CHECKED_KEY) == revision:
+            return None
+        failure = checks.pre_refresh_failure(
+            self._state,
+            self._facts(),
+            None,
+            self._charm.app.planned_units(),
+            offline=self._charm.unit.name,
+        )
+        if failure is None and self._busy is not None:
+            failure = self._busy()
+        return failure
+
+    def _skipped(self, revision: str) -> set[str]:
+        """The checks `force-refresh-start` skipped for this revision, on any unit.
+
+        Forcing is one decision for the whole refresh: the units after the first inherit it.
+        """
         relation = self._relation
         if relation is None:
-            return False
-        try:
-            forced = json.loads(relation.data[self._charm.unit].get(FORCED_KEY) or "{}")
-        except ValueError:
-            return False
-        return isinstance(forced, dict) and forced.get("revision") == revision
+            return set()
+        skipped: set[str] = set()
+        for unit in (self._charm.unit, *relation.units):
+            try:
+                forced = json.loads(relation.data[unit].get(FORCED_KEY) or "{}")
+            except ValueError:
+                continue
+            if not isinstance(forced, dict) or forced.get("revision") != revision:
+                continue
+            names = forced.get("skipped")
+            if isinstance(names, list):
+                skipped.update(n for n in names if n in START_CHECKS)
+        return skipped
 
     # --- statuses -------------------------------------------------------------------------
 
@@ -329,12 +404,13 @@ class Refresh(ops.Object):
                     f"{PAUSE_OPTION} must be all, first or none; {pause!r} counts as all"
                 )
             )
-        if (reason := self.version_refusal()) is not None:
-            own = self._charm.unit.name
+        if (refused := self.start_refusal()) is not None:
+            check, reason = refused
+            what = "pre-refresh check failed" if check == CLUSTER_CHECK else "refresh refused"
             statuses.append(
                 ops.BlockedStatus(
-                    f"refresh refused: {reason}; roll back ({self.rollback_command()}) or "
-                    f"juju run {own} force-refresh-start check-compatibility=false"
+                    f"{what}: {reason}; roll back ({self.rollback_command()}) or juju run "
+                    f"{self._charm.unit.name} force-refresh-start {check}=false"
                 )
             )
         return statuses
@@ -455,8 +531,7 @@ class Refresh(ops.Object):
         event.set_results({"result": f"the refresh goes on after {progress.refreshed[-1]}"})
 
     def _on_force_refresh_start(self, event: ops.ActionEvent) -> None:
-        names = ("check-compatibility", "run-pre-refresh-checks", "check-workload-container")
-        params = {name: event.params.get(name, True) is not False for name in names}
+        params = {name: event.params.get(name, True) is not False for name in START_CHECKS}
         if all(params.values()):
             event.fail("set at least one of the checks to false: that is what gets skipped")
             return
@@ -469,11 +544,19 @@ class Refresh(ops.Object):
         if relation is None:
             event.fail("the peer relation is not there yet")
             return
-        skipped = sorted(name for name, check in params.items() if not check)
+        refused = self.start_refusal()
+        if refused is None:
+            event.fail("nothing to force: every check passes and this unit's KurrentDB may start")
+            return
+        skipped = sorted(self._skipped(revision) | {n for n, check in params.items() if not check})
         relation.data[self._charm.unit][FORCED_KEY] = json.dumps(
             {"revision": revision, "skipped": skipped}
         )
-        event.set_results({"result": f"skipping {', '.join(skipped)} for this unit's refresh"})
+        results = {"result": f"skipping {', '.join(skipped)} for this refresh"}
+        if (still := self.start_refusal()) is not None:
+            check, reason = still
+            results["still-refused"] = f"{reason} (skip it with {check}=false)"
+        event.set_results(results)
 
     # --- helpers --------------------------------------------------------------------------
 

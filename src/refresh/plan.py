@@ -67,6 +67,10 @@ class RefreshRecord:
     health_waived: int = -1  # likewise, when it ran with check-health-of-refreshed-units=false
     prepared: bool = False  # pre-refresh-check passed since the last refresh
     target: str | None = None  # the revision a refresh under way moves the pods to
+    # The unit a refresh starting now replaces first (the highest): the one that runs the
+    # pre-refresh checks again once its pod is new. Kept while a refresh runs, so a unit
+    # added meanwhile, higher but new, is not taken for it.
+    first: str | None = None
 
     def to_json(self) -> str:
         """The databag form."""
@@ -90,6 +94,7 @@ class RefreshRecord:
             health_waived=_count(raw.get("health_waived"), -1),
             prepared=raw.get("prepared") is True,
             target=_text(raw.get("target")),
+            first=_unit_name(raw.get("first")),
         )
 
 
@@ -192,6 +197,7 @@ def steady_record(
         original=Original(revision, charm=charm, image=image, kurrentdb=version or ""),
         data_version=data_version,
         prepared=record.prepared and same,
+        first=highest_first(units)[0] if units else None,
     )
 
 

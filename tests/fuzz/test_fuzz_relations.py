@@ -45,14 +45,16 @@ values = st.one_of(
                      '{"original": {"revision": "kurrentdb-5b7d", "kurrentdb": "27.0.0"},'
                      ' "data_version": "27.0.0", "allowed": "kurrentdb/1", "resumed": 9}',
                      '{"original": "x", "allowed": 3, "prepared": "yes"}', "kurrentdb-6c9f",
-                     '{"revision": "kurrentdb-6c9f", "skipped": ["check-compatibility"]}']),
+                     '{"revision": "kurrentdb-6c9f", "skipped": ["check-compatibility"]}',
+                     '{"revision": "kurrentdb-6c9f", "skipped": "run-pre-refresh-checks"}',
+                     '{"original": {"revision": "kurrentdb-5b7d"}, "first": "kurrentdb/0"}']),
 )  # fmt: skip
 APP_KEYS = ["members", "fresh-allowed", "restart-grant", "last-good-config", "ca-secret-id",
             "passwords-secret-id", "metrics-secret-id", "cluster-size", "v2-members", "schema",
             "restore", "refresh", "refresh-resign"]  # fmt: skip
 UNIT_KEYS = [*sorted(UnitReport().to_databag()), "address", "v2-report", "ingress-address",
              "restore", "last-backup", "refresh-revision", "refresh-version",
-             "refresh-forced"]  # fmt: skip
+             "refresh-forced", "refresh-checked"]  # fmt: skip
 
 
 @fuzz_settings(50)

@@ -355,3 +355,57 @@ def test_a_scale_down_mid_refresh_leaves_a_whole_cluster(sim: Simulation) -> Non
     assert {unit.revision for unit in sim.units.values()} == {"rev-2"}
     never_two_down(sim)
     assert sim.cluster.lost_acknowledged_writes() == 0
+
+
+def test_a_refresh_started_during_a_backup_waits_on_the_first_unit_until_it_ends(
+    sim: Simulation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`juju refresh` without pre-refresh-check while kurrentdb/1 backs up (its alive object
+    in the bucket, as `Backups.busy` reads it): Kubernetes replaces kurrentdb/2 regardless,
+    but its new KurrentDB waits, and the refresh with it, until the backup ends."""
+    from backup.capability import Backups
+
+    formed(sim, 3)
+    backing_up = {"on": True}
+    monkeypatch.setattr(
+        Backups,
+        "busy",
+        lambda self: "a backup is running on kurrentdb/1" if backing_up["on"] else None,
+    )
+    sim.juju_refresh("rev-2", NEW)
+    play(sim, rounds=30)
+    assert replaced_order(sim) == ["kurrentdb/2"]
+    assert not sim.cluster.process_running("kurrentdb/2")
+    status = sim.status("kurrentdb/2")
+    assert isinstance(status, testing.BlockedStatus), status
+    assert status.message.startswith("pre-refresh check failed: a backup is running on kurrentdb/1")
+    assert "force-refresh-start run-pre-refresh-checks=false" in status.message
+    never_two_down(sim)
+
+    backing_up["on"] = False
+    sim.settle()
+    assert replaced_order(sim) == ["kurrentdb/2", "kurrentdb/1", "kurrentdb/0"]
+    assert {sim.cluster.node(u).double.node.version for u in sim.units} == {NEW}
+    assert isinstance(sim.app_status(), testing.ActiveStatus), sim.app_status()
+    never_two_down(sim)
+    assert sim.cluster.lost_acknowledged_writes() == 0
+
+
+def test_force_refresh_start_lets_the_first_unit_go_without_its_checks(
+    sim: Simulation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backup.capability import Backups
+
+    formed(sim, 3)
+    monkeypatch.setattr(Backups, "busy", lambda self: "a backup is running on kurrentdb/1")
+    sim.juju_refresh("rev-2", NEW)
+    play(sim, rounds=20)
+    assert not sim.cluster.process_running("kurrentdb/2")
+    results = sim.run_action(
+        "kurrentdb/2", "force-refresh-start", {"run-pre-refresh-checks": False}
+    )
+    assert "run-pre-refresh-checks" in results["result"]
+    sim.settle()
+    assert {sim.cluster.node(u).double.node.version for u in sim.units} == {NEW}
+    never_two_down(sim)
+    assert sim.cluster.lost_acknowledged_writes() == 0

@@ -165,6 +165,7 @@ def refused_state(volumes, ca, k8s):
     record = RefreshRecord(
         original=Original(OLD, charm="7", image="img:27.0.0", kurrentdb="27.0.0"),
         data_version="27.0.0",
+        first="kurrentdb/2",
     )
     state = three_units(
         volumes,
@@ -172,10 +173,45 @@ def refused_state(volumes, ca, k8s):
         leader=False,
         own=2,
         app={"refresh": record.to_json()},
-        u0=report(0, "Follower", version="27.0.0"),
+        u0=report(0, "Leader", version="27.0.0"),
         u1=report(1, "Follower", version="27.0.0"),
     )
     return state
+
+
+def with_image_version(state: testing.State, cli_output: str) -> testing.State:
+    """The same unit, its image's `KurrentDB --version` printing ``cli_output``."""
+    container = state.get_container(paths.CONTAINER)
+    execs = {e for e in container.execs if e.command_prefix[:2] != (paths.BINARY, "--version")}
+    execs.add(testing.Exec([paths.BINARY, "--version"], stdout=cli_output))
+    container = dataclasses.replace(container, execs=frozenset(execs))
+    return dataclasses.replace(state, containers={container})
+
+
+def first_unit_refreshed(volumes, ca, k8s, *, leader_elsewhere: bool = True, own: int = 2):
+    """kurrentdb/``own`` replaced by `juju refresh` to a compatible image (26.0.3 over
+    26.0.2); unit 0's node leads the others unless ``leader_elsewhere`` is False."""
+    k8s.pod = k8s.update = NEW
+    k8s.partition = own
+    record = RefreshRecord(
+        original=Original(OLD, charm="7", image="img:26.0.2", kurrentdb="26.0.2"),
+        data_version="26.0.2",
+        first="kurrentdb/2",
+    )
+    others = {
+        f"u{n}": report(
+            n, "Leader" if n == 0 and leader_elsewhere else "Follower", version="26.0.2"
+        )
+        for n in range(3)
+        if n != own
+    }
+    return three_units(
+        volumes, ca, leader=False, own=own, app={"refresh": record.to_json()}, **others
+    )
+
+
+def own_data(state: testing.State) -> dict:
+    return dict(next(iter(state.relations)).local_unit_data)
 
 
 def test_a_refused_version_does_not_start_and_says_how_to_go_on(
@@ -342,3 +378,136 @@ def test_the_rollback_revision_comes_from_the_charm_url_juju_unpacked(
         out = ctx.run(ctx.on.update_status(), three_units(volumes, internal_ca, leader=True))
     record = record_of(out)
     assert record.original is not None and record.original.charm == "12"
+
+
+def test_the_first_unit_runs_the_pre_refresh_checks_before_its_new_kurrentdb_starts(
+    ctx2, volumes, internal_ca, k8s, pebble_calls, kurrentdb
+):
+    # Its pod is replaced; the node that led was its own, and nobody leads yet.
+    state = first_unit_refreshed(volumes, internal_ca, k8s, leader_elsewhere=False)
+    out = ctx2.run(ctx2.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 0, "the rest of the cluster is not whole: do not join it"
+    status = out.unit_status
+    assert isinstance(status, testing.BlockedStatus), status
+    assert status.message.startswith("pre-refresh check failed: 0 nodes lead")
+    assert "juju refresh kurrentdb --revision 7 --resource kurrentdb-image=img:26.0.2" in (
+        status.message
+    )
+    assert "force-refresh-start run-pre-refresh-checks=false" in status.message
+    assert "refresh-checked" not in own_data(out)
+
+    # kurrentdb/0's node takes the lead: the checks pass, once for this revision.
+    peer = next(iter(out.relations))
+    peers = dict(peer.peers_data) | {0: report(0, "Leader", version="26.0.2")}
+    out = dataclasses.replace(out, relations={dataclasses.replace(peer, peers_data=peers)})
+    out = ctx2.run(ctx2.on.update_status(), out)
+    assert pebble_calls.replans == 1
+    assert own_data(out)["refresh-checked"] == NEW
+
+    # Later trouble elsewhere does not stop the node that already joined.
+    peer = next(iter(out.relations))
+    peers = dict(peer.peers_data) | {0: report(0, "Follower", version="26.0.2")}
+    out = dataclasses.replace(out, relations={dataclasses.replace(peer, peers_data=peers)})
+    out = ctx2.run(ctx2.on.update_status(), out)
+    assert not any("pre-refresh check" in s.message for s in [out.unit_status])
+
+
+def test_units_after_the_first_do_not_run_the_cluster_checks(
+    ctx, volumes, internal_ca, k8s, pebble_calls, kurrentdb
+):
+    # kurrentdb/0 is refreshed while nobody else leads: only the first unit checks that.
+    state = first_unit_refreshed(volumes, internal_ca, k8s, leader_elsewhere=False, own=0)
+    ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 1
+
+
+def test_force_refresh_start_skips_the_pre_refresh_checks(
+    ctx2, volumes, internal_ca, k8s, pebble_calls, kurrentdb
+):
+    state = first_unit_refreshed(volumes, internal_ca, k8s, leader_elsewhere=False)
+    state = ctx2.run(ctx2.on.update_status(), state)
+    state = ctx2.run(
+        ctx2.on.action("force-refresh-start", params={"run-pre-refresh-checks": False}), state
+    )
+    assert ctx2.action_results == {"result": "skipping run-pre-refresh-checks for this refresh"}
+    ctx2.run(ctx2.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 1
+
+
+def test_force_refresh_start_fails_when_nothing_is_refused(
+    ctx2, volumes, internal_ca, k8s, kurrentdb
+):
+    state = first_unit_refreshed(volumes, internal_ca, k8s)
+    state = ctx2.run(ctx2.on.update_status(), state)
+    with pytest.raises(testing.ActionFailed, match="nothing to force"):
+        ctx2.run(
+            ctx2.on.action("force-refresh-start", params={"check-compatibility": False}), state
+        )
+
+
+def test_force_refresh_start_says_which_check_still_refuses(
+    ctx2, volumes, internal_ca, k8s, pebble_calls, kurrentdb
+):
+    state = refused_state(volumes, internal_ca, k8s)
+    state = ctx2.run(ctx2.on.update_status(), state)
+    state = ctx2.run(
+        ctx2.on.action("force-refresh-start", params={"check-workload-container": False}), state
+    )
+    assert "older major" in ctx2.action_results["still-refused"]
+    assert "check-compatibility=false" in ctx2.action_results["still-refused"]
+    ctx2.run(ctx2.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 0
+
+
+@pytest.mark.parametrize(
+    ("cli_output", "expected"),
+    [
+        ("KurrentDB version 26.9.0 oss (tags/v26.9.0/abc)\n", "newer than every release"),
+        ("usage: something else\n", "told no version"),
+    ],
+)
+def test_an_image_the_charm_does_not_know_waits_for_check_workload_container(
+    ctx2, volumes, internal_ca, k8s, pebble_calls, kurrentdb, cli_output, expected
+):
+    state = with_image_version(first_unit_refreshed(volumes, internal_ca, k8s), cli_output)
+    out = ctx2.run(ctx2.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 0
+    assert isinstance(out.unit_status, testing.BlockedStatus)
+    assert expected in out.unit_status.message
+    assert "force-refresh-start check-workload-container=false" in out.unit_status.message
+
+    out = ctx2.run(
+        ctx2.on.action("force-refresh-start", params={"check-workload-container": False}), out
+    )
+    ctx2.run(ctx2.on.pebble_ready(out.get_container(paths.CONTAINER)), out)
+    assert pebble_calls.replans == 1
+
+
+def test_a_force_on_the_first_unit_holds_for_the_units_after_it(
+    ctx, volumes, internal_ca, k8s, pebble_calls, kurrentdb
+):
+    # kurrentdb/2 forced the version change for this revision; kurrentdb/0 now refreshes.
+    state = refused_state(volumes, internal_ca, k8s)
+    peer = next(iter(state.relations))
+    unit2 = report(2, "Follower", revision=NEW) | {
+        "refresh-forced": json.dumps({"revision": NEW, "skipped": ["check-compatibility"]})
+    }
+    peers = {1: report(1, "Leader", version="27.0.0"), 2: unit2}
+    state = dataclasses.replace(
+        state,
+        relations={
+            dataclasses.replace(peer, local_unit_data=report(0, "Follower"), peers_data=peers)
+        },
+    )
+    ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 1
+
+    # A force recorded for another revision (an earlier refresh) does not count.
+    unit2["refresh-forced"] = json.dumps({"revision": OLD, "skipped": ["check-compatibility"]})
+    peers = {1: report(1, "Leader", version="27.0.0"), 2: unit2}
+    state = dataclasses.replace(
+        state,
+        relations={dataclasses.replace(next(iter(state.relations)), peers_data=peers)},
+    )
+    ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
+    assert pebble_calls.replans == 1

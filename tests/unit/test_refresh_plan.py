@@ -281,3 +281,13 @@ def test_a_refresh_stays_seen_when_its_refreshed_units_are_removed() -> None:
     assert maybe_in_progress(progress.record, two_left)
     again = assess(progress.record, VIEW, two_left, "first")
     assert again.in_progress and again.next_unit == "kurrentdb/1"
+
+
+def test_the_first_unit_is_the_highest_in_steady_state_and_stays_while_refreshing() -> None:
+    steady = steady_record(RefreshRecord(), cluster(3), "7", "img")
+    assert steady.first == "kurrentdb/2"
+    assert steady_record(steady, cluster(5), "7", "img").first == "kurrentdb/4"
+    # Mid-refresh the revisions differ: the record, first unit included, stays as it was.
+    assert steady_record(steady, cluster(5, refreshed=(2, 4)), "7", "img").first == "kurrentdb/2"
+    assert RefreshRecord.from_json(steady.to_json()).first == "kurrentdb/2"
+    assert RefreshRecord.from_json('{"first": "not a unit"}').first is None
