@@ -113,7 +113,7 @@ def issue_node_certificate(
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
     now = now or utcnow()
     ca_key = serialization.load_pem_private_key(ca.private_key.encode(), password=None)
@@ -129,28 +129,8 @@ def issue_node_certificate(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            # KurrentDB 24.2+ requires digitalSignature + keyEncipherment for RSA keys.
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            # A node is a server to clients and a client to the other nodes.
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(node_key_usage(), critical=True)
+        .add_extension(node_extended_key_usage(), critical=False)
         .add_extension(x509.SubjectAlternativeName(_general_names(sans)), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
@@ -165,6 +145,35 @@ def issue_node_certificate(
         ca_fingerprint=fingerprint(ca.certificate),
         not_after=not_after.replace(microsecond=0),
     )
+
+
+def node_key_usage(*, key_encipherment: bool = True):
+    """The KeyUsage KurrentDB 24.2+ requires of a node certificate with an RSA key.
+
+    digitalSignature and keyEncipherment (`src/KurrentDB.Common/Utils/CertificateExtensions.cs`,
+    `HasCorrectKeyUsages`).
+    """
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def node_extended_key_usage():
+    """A node is a server to clients and a client to the other nodes: both usages."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    return x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
 
 
 def _general_names(sans: tuple[str, ...]) -> list:
