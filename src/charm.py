@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import ops
 
 from backup.capability import Backups
+from certificates.capability import Certificates
 from cluster_status import app_status, cluster_rows, unit_waiting_status
 from config_source import ConfigSource
 from coordinator import ClusterCoordinator
@@ -72,6 +73,7 @@ class KurrentDBCharm(ops.CharmBase):
             self._admin_client_now,
         )
         self.identity = self.cluster.identity
+        self.certificates = Certificates(self, self.state, self.identity)
         self.topology = Topology(
             model=self.model.name,
             model_uuid=self.model.uuid,
@@ -129,6 +131,7 @@ class KurrentDBCharm(ops.CharmBase):
             self.on[logs.RELATION].relation_changed,
             self.on[logs.RELATION].relation_departed,
             self.on[logs.RELATION].relation_broken,
+            *self.certificates.events,
         ):
             framework.observe(event, self._reconcile)
         # Leaving (scale-down, pod deletion): hand leadership over before the node goes.
@@ -190,9 +193,11 @@ class KurrentDBCharm(ops.CharmBase):
         config = self.backups.with_restore_options(config, restore)
         try:
             was_running = self.node.workload.is_running()
+            node_tls = self.certificates.node_tls(ca, certificate, config.extra_options)
             self.node.configure(
-                config, self.identity, ca, certificate, passwords, view, may_start=may_start
+                config, self.identity, node_tls, passwords, view, may_start=may_start
             )
+            self.certificates.acknowledge()
             self.backups.after_configure(self.node.workload.is_running())
             pending = bool(self.node.restart_pending)
             started_now = not was_running and (
@@ -211,6 +216,7 @@ class KurrentDBCharm(ops.CharmBase):
             if self.unit.is_leader():
                 self.cluster.schedule()  # react to this unit's own report at once
                 self.refresh.coordinate(busy=self._refresh_must_wait_for())
+                self.certificates.coordinate(ca)
             plan = self.state.cluster_plan()
             if pending and plan.restart_grant == self.unit.name:
                 self.cluster.restart_in_turn(plan.members)
@@ -253,7 +259,8 @@ class KurrentDBCharm(ops.CharmBase):
                 metrics.SCRAPE_USER, "Prometheus scraper (kurrentdb charm)", self._admin_client_now
             )
             if password is not None:
-                self.metrics.publish_app(ca.certificate, password, config.scrape_interval)
+                roots = self.certificates.trusted_roots_pem(ca) or ca.certificate
+                self.metrics.publish_app(roots, password, config.scrape_interval)
 
     def _rotate_passwords(self, chosen: dict[str, str]) -> None:
         from kurrentdb_api import KurrentDBAuthError, KurrentDBError
@@ -288,7 +295,12 @@ class KurrentDBCharm(ops.CharmBase):
     # --- status ---------------------------------------------------------------------------
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
-        for problem in [*self._problems, *self.backups.statuses(), *self.refresh.unit_statuses()]:
+        for problem in [
+            *self._problems,
+            *self.backups.statuses(),
+            *self.refresh.unit_statuses(),
+            *self.certificates.unit_statuses(),
+        ]:
             event.add_status(problem)
         # Lasting problems are found here, whatever event ran (actions and teardown hooks
         # included), so the same state always shows the same status.
@@ -366,6 +378,9 @@ class KurrentDBCharm(ops.CharmBase):
             if (refreshing := self.refresh.app_status()) is not None:
                 event.add_status(refreshing)
                 return
+            if (switching := self.certificates.app_status()) is not None:
+                event.add_status(switching)
+                return
             status = app_status(self.state.cluster_plan(), self.state.unit_reports())
             if isinstance(status, ops.ActiveStatus) and (note := self.backups.app_note()):
                 status = ops.ActiveStatus(f"{status.message}; {note}")
@@ -401,14 +416,12 @@ class KurrentDBCharm(ops.CharmBase):
     def _anonymous_client(self) -> KurrentDBClient:
         from kurrentdb_api import KurrentDBClient, basic_token
 
-        ca = self.state.internal_ca()
+        roots = self.certificates.trusted_roots_pem(self.state.internal_ca())
         # An answer echoing a system user's password (a proxy, a bug) is redacted here too.
         passwords = self.state.system_passwords()
         known = passwords.current.items() if passwords else ()
         redact = tuple(p for u, pw in known for p in (pw, basic_token(u, pw)))
-        return KurrentDBClient(
-            self.api_url, ca_pem=ca.certificate if ca else None, timeout=3.0, redact_also=redact
-        )
+        return KurrentDBClient(self.api_url, ca_pem=roots, timeout=3.0, redact_also=redact)
 
     def _admin_client_now(self) -> KurrentDBClient:
         passwords = self.state.system_passwords()
@@ -417,10 +430,9 @@ class KurrentDBCharm(ops.CharmBase):
     def _admin_client(self, admin_password: str) -> KurrentDBClient:
         from kurrentdb_api import KurrentDBClient
 
-        ca = self.state.internal_ca()
         return KurrentDBClient(
             self.api_url,
-            ca_pem=ca.certificate if ca else None,
+            ca_pem=self.certificates.trusted_roots_pem(self.state.internal_ca()),
             username="admin",
             password=admin_password,
             timeout=5.0,

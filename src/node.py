@@ -16,7 +16,7 @@ import ops
 import cluster
 from config import CharmConfig
 from state import SystemPasswords
-from tls import KeyPair, NodeCertificate
+from tls import NodeTls
 from workload import render
 from workload.kurrentdb import Applied, DesiredFiles, KurrentDBWorkload, ServiceState
 
@@ -76,8 +76,7 @@ class Node:
         self,
         config: CharmConfig,
         identity: render.NodeIdentity,
-        ca: KeyPair,
-        certificate: NodeCertificate,
+        node_tls: NodeTls,
         passwords: SystemPasswords,
         view: render.ClusterView,
         *,
@@ -93,9 +92,9 @@ class Node:
         options = render.kurrentdb_options(config, identity, view)
         files = DesiredFiles(
             config=render.render_config_file(options),
-            node_certificate=certificate.certificate,
-            node_private_key=certificate.private_key,
-            ca_certificate=ca.certificate,
+            node_certificate=node_tls.certificate,
+            node_private_key=node_tls.private_key,
+            trusted_roots=node_tls.trusted_roots,
         )
         layer = render.pebble_layer(passwords.initial)
         restart_inputs = {k: v for k, v in options.items() if k not in render.RELOADABLE_INPUTS}

@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 NODE_COMMON_NAME = "kurrentdb-node"
+INTERNAL_ROOT_FILE = "ca.crt"  # the internal CA's file in the trusted-roots directory
 CA_COMMON_NAME = "KurrentDB charm internal CA"
 CA_VALIDITY = datetime.timedelta(days=3650)
 NODE_VALIDITY = datetime.timedelta(days=365)
@@ -53,6 +55,20 @@ class NodeCertificate:
             or self.ca_fingerprint != fingerprint(ca_certificate)
             or self.not_after - now < RENEW_BEFORE
         )
+
+
+@dataclass(frozen=True)
+class NodeTls:
+    """What a node presents and trusts: the files KurrentDB reads for TLS."""
+
+    certificate: str  # the leaf, then any intermediates
+    private_key: str
+    trusted_roots: Mapping[str, str]  # file name in the trusted-roots directory: PEM
+
+    @classmethod
+    def internal(cls, ca: KeyPair, node: NodeCertificate) -> NodeTls:
+        """The internal CA's certificate, trusting the internal CA alone."""
+        return cls(node.certificate, node.private_key, {INTERNAL_ROOT_FILE: ca.certificate})
 
 
 def fingerprint(pem: str) -> str:

@@ -124,3 +124,31 @@ class IssuingCA:
 
 def ec_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
+
+
+def sign_request(
+    ca: IssuingCA, csr_pem: str, *, drop_client_auth: bool = False, days: int = 90
+) -> str:
+    """Sign a CSR as self-signed-certificates does: its subject, its key, its extensions
+    copied as they are, nothing added (``drop_client_auth``: as a public CA would, serverAuth
+    only)."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.signer.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(
+            datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+        )
+        .not_valid_after(
+            datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)
+        )
+    )
+    for extension in csr.extensions:
+        value = extension.value
+        if drop_client_auth and isinstance(value, x509.ExtendedKeyUsage):
+            value = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
+        builder = builder.add_extension(value, critical=extension.critical)
+    return cert_pem(builder.sign(ca.signer_key, hashes.SHA256()))

@@ -36,7 +36,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import tls
+
 _LIMIT = 16  # roots a databag may name; more is not a real deployment
+_PEM_LIMIT = 16_384  # one root certificate in PEM; real ones are 1-2 KiB
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,18 @@ class Plan:
 
     trust: frozenset[str] = frozenset()
     grants: Mapping[str, str] = field(default_factory=dict)
+    # The PEM of every trusted root but the internal CA's (every unit has that one), so
+    # that a unit can trust a root it holds no certificate from.
+    pems: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The databag form."""
         return json.dumps(
-            {"trust": sorted(self.trust), "grants": dict(sorted(self.grants.items()))},
+            {
+                "trust": sorted(self.trust),
+                "grants": dict(sorted(self.grants.items())),
+                "pems": dict(sorted(self.pems.items())),
+            },
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -97,20 +107,39 @@ class Plan:
             for unit, root in grants_raw.items():
                 if isinstance(unit, str) and len(unit) <= 100 and _fingerprint(root):
                     grants[unit] = root
-        return cls(trust=trust, grants=grants)
+        return cls(trust=trust, grants=grants, pems=verified_pems(raw.get("pems")))
 
     def grant(self, unit: str, fallback: str) -> str:
         """The root ``unit`` may present; ``fallback`` (the internal root) before any."""
         return self.grants.get(unit, fallback)
 
 
-def next_plan(plan: Plan, units: Mapping[str, UnitTls | None], internal_root: str) -> Plan:
+def verified_pems(raw: Any) -> dict[str, str]:
+    """The {fingerprint: PEM} pairs whose PEM has that fingerprint (untrusted input)."""
+    if not isinstance(raw, dict) or len(raw) > _LIMIT:
+        return {}
+    return {
+        fp: pem
+        for fp, pem in raw.items()
+        if isinstance(pem, str) and len(pem) <= _PEM_LIMIT and tls.fingerprint(pem) == fp
+    }
+
+
+def next_plan(
+    plan: Plan,
+    units: Mapping[str, UnitTls | None],
+    internal_root: str,
+    offered: Mapping[str, str] | None = None,
+) -> Plan:
     """The leader's plan, from every unit's acknowledgements.
 
     ``units`` holds every unit in the relation, the leader included: None for one that
-    published nothing yet. One call moves each unit at most one step; repeated calls, as
+    published nothing yet. ``offered`` holds the PEMs of the roots units want ({fingerprint:
+    PEM}, checked); a root with no PEM anywhere is not added to the trust, since no node
+    could load it. One call moves each unit at most one step; repeated calls, as
     acknowledgements arrive, complete a switch.
     """
+    pems = {**plan.pems, **verified_pems(dict(offered or {}))}
     known = {name: facts for name, facts in units.items() if facts is not None}
     grants = {name: plan.grants[name] for name in units if name in plan.grants}
     # 1. Trust what anybody wants, is granted or presents: adding is always safe.
@@ -120,7 +149,7 @@ def next_plan(plan: Plan, units: Mapping[str, UnitTls | None], internal_root: st
     for name in units:
         if name not in known:
             needed.add(grants.get(name, internal_root))  # what a new pod would present
-    trust = set(plan.trust) | needed
+    trust = set(plan.trust) | {r for r in needed if r == internal_root or r in pems}
     # 2. Grant a unit its wanted root once every unit acknowledged trusting it. A unit that
     #    published nothing yet blocks it: it may have started from an older plan.
     everyone_known = len(known) == len(units)
@@ -139,7 +168,8 @@ def next_plan(plan: Plan, units: Mapping[str, UnitTls | None], internal_root: st
         if name not in known:
             in_use.add(grants.get(name, internal_root))
     trust = {root for root in trust if root in in_use}
-    return Plan(trust=frozenset(trust), grants=grants)
+    kept = {fp: pem for fp, pem in pems.items() if fp in trust and fp != internal_root}
+    return Plan(trust=frozenset(trust), grants=grants, pems=kept)
 
 
 def _object(text: str | None) -> dict[str, Any] | None:

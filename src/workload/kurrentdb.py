@@ -93,9 +93,10 @@ class DesiredFiles:
     """Everything KurrentDB reads from the container's filesystem."""
 
     config: str
-    node_certificate: str
+    node_certificate: str  # the leaf, then any intermediates
     node_private_key: str
-    ca_certificate: str
+    # Trusted roots by file name in CA_DIR (`ca.crt` for the internal CA): PEM each.
+    trusted_roots: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,19 @@ class KurrentDBWorkload:
             )
             logger.info("Updated %s", file.path)
             pushed = True
-        return pushed
+        return self._remove_untrusted_roots(desired) or pushed
+
+    def _remove_untrusted_roots(self, desired: DesiredFiles) -> bool:
+        """Delete root files no longer trusted: KurrentDB trusts every file in CA_DIR."""
+        try:
+            present = self.container.list_files(paths.CA_DIR)
+        except (ops.pebble.Error, FileNotFoundError):
+            return False
+        stale = [f.path for f in present if f.name not in desired.trusted_roots]
+        for path in stale:
+            self.container.remove_path(path)
+            logger.info("Removed %s (no longer trusted)", path)
+        return bool(stale)
 
     def apply_layer(self, layer: Mapping[str, Any]) -> bool:
         """Add the layer when its service or check differs from the plan.
@@ -349,8 +362,17 @@ class KurrentDBWorkload:
 
     @staticmethod
     def _files(desired: DesiredFiles) -> tuple[_File, ...]:
+        roots = tuple(
+            _File(f"{paths.CA_DIR}/{name}", pem, 0o644)
+            for name, pem in sorted(desired.trusted_roots.items())
+        )
+        bundle = "".join(
+            pem if pem.endswith("\n") else pem + "\n"
+            for _, pem in sorted(desired.trusted_roots.items())
+        )
         return (
-            _File(paths.CA_FILE, desired.ca_certificate, 0o644),
+            *roots,
+            _File(paths.TRUST_BUNDLE, bundle, 0o644),
             _File(paths.NODE_CERT_FILE, desired.node_certificate, 0o644),
             _File(paths.NODE_KEY_FILE, desired.node_private_key, 0o600),
             _File(paths.CONFIG_FILE, desired.config, 0o640),

@@ -10,8 +10,13 @@ CERTS_DIR = "/etc/kurrentdb/certs"
 NODE_CERT_FILE = f"{CERTS_DIR}/node.crt"
 NODE_KEY_FILE = f"{CERTS_DIR}/node.key"
 # KurrentDB's TrustedRootCertificatesPath is a directory of trusted roots, not a file.
+# KurrentDB reads one certificate per file there (`CertificateUtils.LoadAllCertificates`:
+# `new X509Certificate2(bytes)` takes a PEM file's first certificate), so each trusted root
+# has its own file: the internal CA's is CA_FILE, any other is named after its fingerprint.
 CA_DIR = f"{CERTS_DIR}/ca"
 CA_FILE = f"{CA_DIR}/ca.crt"
+# The same roots in one bundle, for clients that read a bundle (curl in the health check).
+TRUST_BUNDLE = f"{CERTS_DIR}/trusted-roots.pem"
 DATA_DIR = "/var/lib/kurrentdb"
 PASSWD_FILE = "/etc/passwd"  # noqa: S105 - the user database, no password in it
 GROUP_FILE = "/etc/group"

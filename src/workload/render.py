@@ -189,7 +189,7 @@ def pebble_layer(initial_passwords: Mapping[str, str]) -> dict[str, Any]:
                 "exec": {
                     "command": (
                         "curl --fail --silent --show-error --max-time 4"
-                        f" --cacert {paths.CA_FILE}"
+                        f" --cacert {paths.TRUST_BUNDLE}"
                         f" https://localhost:{paths.HTTP_PORT}/health/live"
                     ),
                 },

@@ -54,6 +54,9 @@ import kubernetes as kubernetes_module
 import node as node_module
 import workload.kurrentdb as workload_module
 from charm import KurrentDBCharm
+from sim.certificates_provider import APP as CERTIFICATES_APP
+from sim.certificates_provider import RELATION_ID as CERTIFICATES_RELATION_ID
+from sim.certificates_provider import SimCertificatesProvider, node_tls_files
 from sim.kurrentdb_cluster import SECONDS_PER_TICK, SimCluster
 from sim.statefulset import SimPod, SimStatefulSet
 from sim.volumes import VolumeHistories, data_identity
@@ -188,6 +191,13 @@ class Simulation:
         self._pebble_down: set[str] = set()  # new pods whose Pebble is not up yet
         self.chowns: list[tuple[str, list[str]]] = []  # (unit, command) run in its container
         self.last_action_logs: list[str] = []
+        # The certificates relation (`relate_certificates`): its provider, each unit's
+        # databag in it, the provider's app databag, units whose relation is gone.
+        self.certificates: SimCertificatesProvider | None = None
+        self._certificates_unit_data: dict[str, dict[str, str]] = {}
+        self._certificates_app_data: dict[str, str] = {}
+        self._certificates_gone: set[str] = set()
+        self._old_roots: list[str] = []  # roots of a provider no longer related
         # A hook that waits lets simulated time pass: the cluster ticks while it sleeps,
         # and what the hook wrote to relation data reaches nobody before it ends.
         monkeypatch.setattr(
@@ -238,6 +248,89 @@ class Simulation:
             before = data_identity(unit.data)
             SyntheticDataDir(unit.data, self._data_spec).grow_active(size)
             self.volumes.regrown(name, before, data_identity(unit.data))
+
+    # --- certificates ----------------------------------------------------------------------
+
+    def model_tls(self) -> None:
+        """Rule 12 of the cluster model from now on: nodes load their own TLS files."""
+
+        def files(name: str):
+            unit = self.units.get(name)
+            if unit is None:
+                return None
+            roots = [
+                self._ca_applied or "",
+                *(self.certificates.roots if self.certificates else ()),
+            ]
+            return node_tls_files(unit.etc, [r for r in roots if r] + self._old_roots)
+
+        self.cluster.tls_files = files
+
+    def relate_certificates(self, provider: SimCertificatesProvider) -> None:
+        """`juju integrate kurrentdb self-signed-certificates`."""
+        self.model_tls()
+        self.certificates, self._certificates_gone = provider, set()
+        self._certificates_unit_data = {name: {} for name in self.units}
+        self._certificates_app_data = {}
+        for name in self.ordered(self.units):
+            self._enqueue(
+                name, "certificates-relation-created", self._certificates_event("created")
+            )
+
+    def unrelate_certificates(self) -> None:
+        """`juju remove-relation kurrentdb self-signed-certificates`."""
+        assert self.certificates is not None
+        self._old_roots += self.certificates.roots
+        for name in self.ordered(self.units):
+            self._enqueue(name, "certificates-relation-broken", self._certificates_event("broken"))
+
+    def rotate_certificates_ca(self, ca: Any) -> None:
+        """The provider's CA changes: it issues every certificate again."""
+        assert self.certificates is not None
+        self.certificates.rotate(ca)
+        self._provider_answers()
+
+    def _certificates_event(self, kind: str) -> EventFactory:
+        def event(ctx: testing.Context, state: testing.State) -> Any:
+            relation = state.get_relation(CERTIFICATES_RELATION_ID)
+            return getattr(ctx.on, f"relation_{kind}")(relation)
+
+        return event
+
+    def _certificates_relation(self, name: str) -> testing.Relation | None:
+        if self.certificates is None or name in self._certificates_gone:
+            return None
+        return testing.Relation(
+            "certificates",
+            id=CERTIFICATES_RELATION_ID,
+            remote_app_name=CERTIFICATES_APP,
+            local_unit_data=dict(self._certificates_unit_data.get(name, {})),
+            remote_app_data=dict(self._certificates_app_data),
+        )
+
+    def _share_certificates(self, unit: SimUnit, what: str) -> None:
+        if self.certificates is None or unit.name in self._certificates_gone:
+            return
+        if what.startswith("certificates-relation-broken"):
+            self._certificates_gone.add(unit.name)
+            if self._certificates_gone >= set(self.units):
+                self.certificates = None
+            return
+        assert unit.state is not None
+        relation = unit.state.get_relation(CERTIFICATES_RELATION_ID)
+        self._certificates_unit_data[unit.name] = dict(relation.local_unit_data)
+        self._provider_answers()
+
+    def _provider_answers(self) -> None:
+        assert self.certificates is not None
+        answer = self.certificates.answer(self._certificates_unit_data.values())
+        if answer != self._certificates_app_data:
+            self._certificates_app_data = answer
+            for name in self.ordered(self.units):
+                if name not in self._certificates_gone:
+                    self._enqueue(
+                        name, "certificates-relation-changed", self._certificates_event("changed")
+                    )
 
     # --- Juju operations -------------------------------------------------------------------
 
@@ -600,6 +693,8 @@ class Simulation:
             },
         )
         relations: set[testing.RelationBase] = {peer}
+        if (certificates := self._certificates_relation(unit.name)) is not None:
+            relations.add(certificates)
         if self._backup_relation is not None:
             kept = unit.state and [r for r in unit.state.relations if r.id == BACKUP_RELATION_ID]
             relations.add(kept[0] if kept else self._backup_relation)
@@ -709,6 +804,7 @@ class Simulation:
         if (pod := self.statefulset.pods.get(unit.number)) is not None:
             pod.ready = True  # its Pebble answers: Kubernetes counts it Ready
         self._share(unit)
+        self._share_certificates(unit, what)
         if self.volumes is not None:
             self.check_invariants()  # a restore moves data and starts nodes between ticks
         if failed is not None:

@@ -77,6 +77,15 @@ Rules, from the server's source (kurrent-io/KurrentDB, tag v26.1.0; paths under 
    started with. A (re)start reads the file as it is, and logs the adjusted line too when
    its level is not logconfig.json's Debug (KurrentDB/logconfig.json). `pebble logs` shows
    the node's `service.log`.
+12. Node TLS, when the harness models it (`tls_files`). A node loads its certificate and
+   its trusted roots when it starts and when it reloads (SIGHUP: `ClusterVNode.cs`
+   `Handle(ClientMessage.ReloadConfig)` reloads certificates,
+   `OptionsCertificateProvider.LoadCertificates`), from the files as they are then, and its
+   HTTP double serves that certificate. Two nodes talk only if each presents a certificate
+   whose root the other trusts: node-to-node TLS is mutual, and a node accepts a peer only
+   if its chain reaches one of its own trusted roots
+   (`NodeCertificateAuthenticationProvider.cs`); gossip between two nodes that cannot
+   authenticate each other fails both ways, as between partitioned nodes.
 
 Invariants, checked at the start (the state the last round of hooks left) and the end of
 every tick, reported as `Breach`es (the harness fails the test at the first one): (a) never
@@ -86,7 +95,8 @@ but for nodes a restore stopped on purpose (`stop_process(for_restore=True)`: ev
 stops between the restore's swap and its start); (c) no acknowledged write lost, counted
 within each history (`SimNode.lineage`): a restore (`load_data`) starts a history from the
 backup's log, and what was acknowledged after the backup is dropped by design, not lost;
-(e) never two histories running at once (old data beside restored data). (d), every resize
+(e) never two histories running at once (old data beside restored data); (h) never two
+running nodes that list each other but cannot authenticate each other (rule 12). (d), every resize
 completing in bounded time, is checked by `sim.scenarios.run_step`; (f) and (g), about the
 volumes, by `sim.volumes`.
 
@@ -252,6 +262,10 @@ class SimNode:
     # a restored volume): returns why it exits then, or None to go on.
     on_boot: Callable[[], str | None] | None = field(default=None, repr=False)
     known: dict[str, tuple[NodeState, int | None]] = field(default_factory=dict, repr=False)
+    # Rule 12, as loaded at its last start or reload: the root its certificate chains to
+    # and the roots it trusts (by fingerprint); None while TLS is not modelled.
+    tls_presents: str | None = None
+    tls_trusts: frozenset[str] | None = None
 
     @property
     def url(self) -> str:
@@ -301,6 +315,21 @@ class SimNode:
 
     def lists(self, other: SimNode) -> bool:
         return other.fqdn in self.seeds or other.advertised_host in self.seeds
+
+    def authenticates(self, other: SimNode) -> bool:
+        """Rule 12: each accepts the other's certificate (always, while not modelled)."""
+        if self.tls_trusts is None or other.tls_trusts is None:
+            return True
+        return self.tls_presents in other.tls_trusts and other.tls_presents in self.tls_trusts
+
+
+class NodeTlsFiles(NamedTuple):
+    """What a node's TLS files hold (rule 12), as the harness reads them off its volume."""
+
+    certificate: str
+    private_key: str
+    presents: str  # fingerprint of the root its certificate chains to
+    trusts: frozenset[str]  # fingerprints of the roots in its trusted-roots directory
 
 
 @dataclass
@@ -421,6 +450,10 @@ class SimCluster:
         self._joins = itertools.count(1)
         self._indexes = itertools.count()
         self._lock = threading.RLock()  # the doubles' request threads call in too
+        # Rule 12: a node's TLS files by name, read at each start and reload; None: TLS is
+        # not modelled (every node serves a certificate from `ca`, all trust each other).
+        self.tls_files: Callable[[str], NodeTlsFiles | None] | None = None
+        self.tls_reloads: Counter[str] = Counter()
 
     def __enter__(self) -> SimCluster:
         return self
@@ -498,6 +531,27 @@ class SimCluster:
             if node is not None and node.running:
                 reload(node.service)
                 self._event(node, f"reloaded: logs at {node.service.log_level}")
+                if self._load_tls(node):
+                    self.tls_reloads[name] += 1
+                self._check_authentication()
+
+    def _load_tls(self, node: SimNode) -> bool:
+        """Rule 12: the node takes its certificate and trusted roots from its files now.
+
+        Returns whether anything changed."""
+        files = self.tls_files(node.name) if self.tls_files is not None else None
+        if files is None:
+            return False
+        before = (node.tls_presents, node.tls_trusts)
+        node.tls_presents, node.tls_trusts = files.presents, files.trusts
+        changed = before != (node.tls_presents, node.tls_trusts)
+        if changed or before[1] is None:
+            node.double._ssl = _server_context(files.certificate, files.private_key)
+            if node.double.is_up:  # the listening socket holds the old TLS context
+                node.double.down()
+                node.double.up()
+            self._event(node, f"certificates loaded: presents {files.presents[:8]}")
+        return changed
 
     def start_process(
         self, name: str, config: Mapping[str, Any] | None = None, *, version: str | None = None
@@ -522,6 +576,7 @@ class SimCluster:
             else:
                 node.config, node.settings = dict(config), NodeConfig.parse(config)
             node.node_priority, node.resigned, node.known = node.settings.priority, False, {}
+            self._load_tls(node)
             node.process, node.state, node.leader = "starting", "Initializing", None
             node.ready, node.short_ticks = False, 0
             node.boot_ticks_left = self.boot_ticks
@@ -666,6 +721,20 @@ class SimCluster:
         if self.lost_acknowledged_writes():
             self._breach("c: acknowledged writes lost", f"{self.lost_acknowledged_writes()} bytes")
         self._check_histories()
+        self._check_authentication()
+
+    def _check_authentication(self) -> None:
+        """Invariant (h), also checked at every reload: hooks reload nodes between ticks."""
+        running = [n for n in self._sorted(self.nodes.values()) if n.running]
+        for i, a in enumerate(running):
+            for b in running[i + 1 :]:
+                if (a.lists(b) or b.lists(a)) and not a.authenticates(b):
+                    self._breach(
+                        "h: two nodes cannot authenticate each other",
+                        f"{a.name} presents {a.tls_presents}, {b.name} presents "
+                        f"{b.tls_presents}; {a.name} trusts {sorted(a.tls_trusts or ())}, "
+                        f"{b.name} trusts {sorted(b.tls_trusts or ())}",
+                    )
 
     def _check_histories(self) -> None:
         """Invariant (e), also checked at every start: hooks start nodes between ticks."""
@@ -716,7 +785,8 @@ class SimCluster:
             while todo:
                 a = todo.pop()
                 for b in up:
-                    if b.name not in seen and (a.lists(b) or b.lists(a)):
+                    listed = a.lists(b) or b.lists(a)
+                    if b.name not in seen and listed and a.authenticates(b):
                         seen.add(b.name)
                         todo.append(b)
             group = frozenset(seen)

@@ -19,9 +19,12 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tls
 from certificates.switch import Plan, UnitTls, next_plan, unit_applies
 
-INTERNAL, PROVIDER, ROTATED = "a" * 64, "b" * 64, "c" * 64
+# Roots by fingerprint, as peer data names them; the PEMs units publish for the leader.
+PEMS = {tls.fingerprint(text): text for text in ("internal root", "provider", "rotated")}
+INTERNAL, PROVIDER, ROTATED = PEMS
 UNITS = ("kurrentdb/0", "kurrentdb/1", "kurrentdb/2")
 NEW_UNIT = "kurrentdb/3"  # joins when hypothesis says: a pod with no peer data yet
 
@@ -71,7 +74,10 @@ class Cluster:
         own = UnitTls(wants=unit.wants, trusts=trusts, presents=presents)
         new_plan = None
         if name == self.leader and name in self.units:
-            new_plan = next_plan(plan, {**published, name: own}, INTERNAL)
+            # The roots units want, as their published PEMs offer them to the leader.
+            offered = {p.wants: PEMS[p.wants] for p in published.values() if p and p.wants}
+            offered[unit.wants] = PEMS[unit.wants]
+            new_plan = next_plan(plan, {**published, name: own}, INTERNAL, offered)
         unit.staged, unit.reading = (own, new_plan), None
 
     def commit(self, name: str) -> None:
@@ -97,8 +103,8 @@ class Cluster:
             for b, second in running.items():
                 if a != b:
                     assert first.presents in second.trusts, (
-                        f"{b} rejects {a}: it presents {first.presents[:1]}, {b} trusts "
-                        f"{sorted(r[:1] for r in second.trusts)}"
+                        f"{b} rejects {a}: it presents {PEMS[first.presents]}, {b} trusts "
+                        f"{sorted(PEMS[r] for r in second.trusts)}"
                     )
 
     def settle(self, rounds: int = 30) -> int:
@@ -258,3 +264,21 @@ def test_a_new_unit_that_read_an_older_plan_holds_the_grants_until_it_acknowledg
     cluster.commit(NEW_UNIT)
     cluster.settle()
     assert cluster.finished()
+
+
+def test_a_root_nobody_offers_a_pem_for_is_never_trusted_nor_granted() -> None:
+    units = {
+        name: UnitTls(wants=PROVIDER, trusts=frozenset({INTERNAL}), presents=INTERNAL)
+        for name in UNITS
+    }
+    plan = Plan()
+    for _ in range(4):
+        plan = next_plan(plan, units, INTERNAL, offered={})
+    assert plan.trust == {INTERNAL} and set(plan.grants.values()) <= {INTERNAL}
+
+
+def test_a_pem_that_does_not_have_its_fingerprint_is_dropped() -> None:
+    text = Plan(trust=frozenset({PROVIDER}), pems={PROVIDER: "something else"}).to_json()
+    assert Plan.from_json(text).pems == {}
+    good = Plan(trust=frozenset({PROVIDER}), pems={PROVIDER: PEMS[PROVIDER]})
+    assert Plan.from_json(good.to_json()) == good

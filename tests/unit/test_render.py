@@ -163,7 +163,7 @@ def test_health_check_is_an_exec_check_that_cannot_restart_the_container():
     check = pebble_layer({"admin": "a", "ops": "o"})["checks"]["kurrentdb-live"]
     assert check["level"] == "ready", "an alive check would kill slow-starting nodes"
     command = check["exec"]["command"]
-    assert f"--cacert {paths.CA_FILE}" in command
+    assert f"--cacert {paths.TRUST_BUNDLE}" in command
     assert command.endswith("https://localhost:2113/health/live")
     assert "--insecure" not in command and " -k" not in command
     assert "http" not in check  # Pebble's http checks cannot trust a private CA

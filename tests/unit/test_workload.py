@@ -31,7 +31,7 @@ def test_pebble_plan_runs_kurrentdb_with_initial_passwords(ctx, volumes, interna
     assert check.level.value == "ready"
     assert (
         check.exec is not None
-        and "--cacert /etc/kurrentdb/certs/ca/ca.crt" in check.exec["command"]
+        and "--cacert /etc/kurrentdb/certs/trusted-roots.pem" in check.exec["command"]
     )
     assert out.get_container(paths.CONTAINER).service_statuses[paths.SERVICE].value == "active"
     assert pebble_calls.replans == 1 and pebble_calls.restarts == 0
@@ -56,7 +56,13 @@ def test_second_run_changes_nothing(ctx, volumes, internal_ca, pebble_calls):
     state = running(ctx, volumes, internal_ca)
     mtimes = {
         p: volumes.host_path(p).stat().st_mtime_ns
-        for p in (paths.CONFIG_FILE, paths.NODE_CERT_FILE, paths.NODE_KEY_FILE, paths.CA_FILE)
+        for p in (
+            paths.CONFIG_FILE,
+            paths.NODE_CERT_FILE,
+            paths.NODE_KEY_FILE,
+            paths.CA_FILE,
+            paths.TRUST_BUNDLE,
+        )
     }
     calls = (pebble_calls.replans, pebble_calls.restarts, len(pebble_calls.signals))
 
