@@ -175,7 +175,7 @@ class Certificates(ops.Object):
             self._remember(material)
             return material.certificate, self._private_key
         kept = self._presented()
-        if kept is not None and kept.get("root") == root:
+        if kept is not None and kept.get("root-fingerprint") == root:
             return kept["certificate"], kept["private-key"]
         return None
 
@@ -185,7 +185,7 @@ class Certificates(ops.Object):
             content = secret.get_content(refresh=True)
         except (ops.SecretNotFoundError, ops.ModelError):
             return None
-        if {"certificate", "private-key", "root"} <= set(content):
+        if {"certificate", "private-key", "root-fingerprint"} <= set(content):
             return content
         return None
 
@@ -198,7 +198,7 @@ class Certificates(ops.Object):
         content = {
             "certificate": material.certificate,
             "private-key": self._private_key,
-            "root": material.root_fingerprint,
+            "root-fingerprint": material.root_fingerprint,
         }
         try:
             self._charm.model.get_secret(label=PRESENTED_LABEL).set_content(content)

@@ -86,13 +86,17 @@ def distinctive(secret: str) -> bool:
 
 
 def secret_values(*states: testing.State, extra: tuple[str, ...] = ()) -> set[str]:
-    """Every secret value the charm holds or was given (certificates are public)."""
+    """Every secret value the charm holds or was given.
+
+    Certificates are public, and so are their fingerprints (`ca-fingerprint` beside a node
+    certificate; the CA switch names roots by fingerprint in peer data).
+    """
     values = {ADMIN_PASSWORD, OPS_PASSWORD, *extra}
     for state in states:
         for secret in state.secrets:
             for content in (secret.tracked_content, secret.latest_content or {}):
                 for key, value in content.items():
-                    if "certificate" not in key:
+                    if "certificate" not in key and not key.endswith("fingerprint"):
                         values.add(value)
     return {v for v in values if isinstance(v, str) and distinctive(v)}
 

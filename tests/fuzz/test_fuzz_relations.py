@@ -47,14 +47,19 @@ values = st.one_of(
                      '{"original": "x", "allowed": 3, "prepared": "yes"}', "kurrentdb-6c9f",
                      '{"revision": "kurrentdb-6c9f", "skipped": ["check-compatibility"]}',
                      '{"revision": "kurrentdb-6c9f", "skipped": "run-pre-refresh-checks"}',
-                     '{"original": {"revision": "kurrentdb-5b7d"}, "first": "kurrentdb/0"}']),
+                     '{"original": {"revision": "kurrentdb-5b7d"}, "first": "kurrentdb/0"}',
+                     # CA switch plans and acknowledgements, or half of one
+                     '{"trust": ["' + "c" * 64 + '"], "grants": {"kurrentdb/0": "' + "c" * 64
+                     + '"}, "pems": {}}',
+                     '{"wants": "' + "d" * 64 + '", "trusts": [], "presents": null}']),
 )  # fmt: skip
 APP_KEYS = ["members", "fresh-allowed", "restart-grant", "last-good-config", "ca-secret-id",
             "passwords-secret-id", "metrics-secret-id", "cluster-size", "v2-members", "schema",
-            "restore", "refresh", "refresh-resign"]  # fmt: skip
+            "restore", "refresh", "refresh-resign", "tls-plan"]  # fmt: skip
 UNIT_KEYS = [*sorted(UnitReport().to_databag()), "address", "v2-report", "ingress-address",
              "restore", "last-backup", "refresh-revision", "refresh-version",
-             "refresh-forced", "refresh-checked"]  # fmt: skip
+             "refresh-forced", "refresh-checked", "tls", "tls-root",
+             "tls-presented"]  # fmt: skip
 
 
 @fuzz_settings(50)
