@@ -112,6 +112,24 @@ def run(charm_dir: pathlib.Path, work: pathlib.Path, facts: dict) -> None:
                 "app_status": [state.app_status.name, state.app_status.message],
             }
         )
+    # The tls-certificates library loads only once related: its hook runs from the artifact too.
+    import dataclasses
+
+    certificates = testing.Relation("certificates", remote_app_name="self-signed-certificates")
+    state = dataclasses.replace(state, relations={*state.relations, certificates})
+    t = time.monotonic()
+    state = ctx.run(ctx.on.relation_created(certificates), state)
+    requests = state.get_relation(certificates.id).local_unit_data.get(
+        "certificate_signing_requests", "[]"
+    )
+    hooks.append(
+        {
+            "hook": "certificates-relation-created",
+            "seconds": round(time.monotonic() - t, 2),
+            "unit_status": [state.unit_status.name, state.unit_status.message],
+        }
+    )
+    facts["certificate_requests"] = len(json.loads(requests))
     facts["hooks"] = hooks
     facts["juju_log"] = [[line.level, line.message] for line in ctx.juju_log]
     out = state.get_container(container_name)

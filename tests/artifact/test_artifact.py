@@ -38,7 +38,16 @@ IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 BASE_PYTHON = "3.12"  # ubuntu@24.04, the charm's base
 SITE_PACKAGES = f"venv/lib/python{BASE_PYTHON}/site-packages"
 # The charm's run-time dependencies (pyproject.toml) and ops' own, as import names.
-DEPENDENCIES = ("ops", "jinja2", "yaml", "lightkube", "cryptography", "cosl", "prometheus_client")
+DEPENDENCIES = (
+    "ops",
+    "jinja2",
+    "yaml",
+    "lightkube",
+    "cryptography",
+    "cosl",
+    "prometheus_client",
+    "charmlibs.interfaces.tls_certificates",
+)
 # Everything the charm reads at run time, relative to the charm root.
 RUNTIME_FILES = (
     "dispatch",
@@ -153,7 +162,7 @@ def test_contents(charm_file: pathlib.Path, unpacked: pathlib.Path, record_prope
     assert 'src/charm.py"' in (unpacked / "dispatch").read_text()
 
     site = unpacked / SITE_PACKAGES
-    absent = [name for name in DEPENDENCIES if not (site / name).is_dir()]
+    absent = [name for name in DEPENDENCIES if not (site / name.replace(".", "/")).is_dir()]
     assert not absent, f"dependencies missing from {SITE_PACKAGES}: {absent}"
     # Nothing of the project's dev tools or of the test suite.
     for name in ("pytest", "scenario", "coverage", "mypy", "ruff", "jubilant", "hypothesis"):
@@ -235,6 +244,8 @@ def test_hooks_run_from_the_artifact(
     facts = json.loads(proc.stdout.splitlines()[-1])
     assert "error" not in facts, f"a hook raised:\n{facts['error']}\n{proc.stderr}"
     assert not facts.get("import_errors"), facts.get("import_errors")
+    # Related to a certificates provider, the packed tls-certificates library sent a CSR.
+    assert facts["certificate_requests"] == 1, facts
 
     # Nothing from the checkout: the charm, ops and its dependencies are the artifact's.
     charm = unpacked.resolve()
@@ -265,9 +276,11 @@ def test_hooks_run_from_the_artifact(
     record_property(
         "hooks", ", ".join(f"{name} {hook['seconds']} s" for name, hook in hooks.items())
     )
-    last = facts["hooks"][-1]
+    last = hooks["kurrentdb-pebble-ready"]
     assert last["unit_status"][0] == "waiting", last
     assert "not answering" in last["unit_status"][1], last
+    related = hooks["certificates-relation-created"]
+    assert related["unit_status"][0] == "waiting", related  # no KurrentDB, no certificate yet
     errors = [line for line in facts["juju_log"] if line[0] in ("ERROR", "CRITICAL")]
     assert not errors, errors
     assert facts["secrets"] >= 2  # the leader created the CA and the system passwords
