@@ -89,3 +89,21 @@ def test_a_certificate_kurrentdb_would_refuse_leaves_every_node_on_its_own(
         assert "lacks clientAuth" in status.message
     assert_no_restart(sim, restarts)
     assert sim.cluster.leader() is not None
+
+
+@pytest.mark.parametrize("hook_order", HOOK_ORDERS)
+def test_a_unit_added_after_the_switch_joins_on_the_providers_certificate(
+    make_sim, provider_ca, hook_order
+) -> None:
+    """The new unit's CSR is answered before the resize lets its node start, and the
+    plan holds the provider's root alone once it presents its own certificate; the
+    resize restarts every node once, as any resize does, and the switch adds none."""
+    sim = make_sim(hook_order=hook_order)
+    formed(sim)
+    provider = SimCertificatesProvider(provider_ca)
+    run_step(sim, "relate certificates", lambda s: s.relate_certificates(provider))
+    first = tls.fingerprint(provider_ca.root_pem)
+    result = run_step(sim, "add a unit", lambda s: s.add_unit())
+    assert set(roots(sim).values()) == {(first, frozenset({first}))}, roots(sim)
+    assert len(sim.cluster.nodes) == 4 and result.lost_writes == 0
+    assert set(sim.cluster.restarts.values()) == {1}, "the resize's one restart each, no more"
