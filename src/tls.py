@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 NODE_COMMON_NAME = "kurrentdb-node"
@@ -69,6 +69,11 @@ class NodeTls:
     def internal(cls, ca: KeyPair, node: NodeCertificate) -> NodeTls:
         """The internal CA's certificate, trusting the internal CA alone."""
         return cls(node.certificate, node.private_key, {INTERNAL_ROOT_FILE: ca.certificate})
+
+
+def pem_bundle(pems: Iterable[str]) -> str:
+    """PEM documents as one bundle (each ending in a newline), as curl and ssl read it."""
+    return "".join(pem if pem.endswith("\n") else pem + "\n" for pem in pems)
 
 
 def fingerprint(pem: str) -> str:

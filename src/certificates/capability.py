@@ -86,16 +86,16 @@ class Certificates(ops.Object):
         """What this node must present and trust now, under the leader's plan."""
         internal_root = tls.fingerprint(ca.certificate)
         material = self._provider_material(internal, client_auth_optional(extra_options))
+        plan = self._plan()
         if material is not None:
             wanted, self._wanted_pem = material.root_fingerprint, material.root
-        elif self.problem is not None and isinstance(self.problem, ops.BlockedStatus):
+        elif isinstance(self.problem, ops.BlockedStatus):
             # A refused certificate: keep what the node presents, do not fall back.
             previous = self._acknowledged()
             wanted = previous.presents if previous and previous.presents else internal_root
-            self._wanted_pem = self._plan().pems.get(wanted)
+            self._wanted_pem = plan.pems.get(wanted)
         else:
             wanted = internal_root
-        plan = self._plan()
         trust, present = unit_applies(plan, self._charm.unit.name, internal_root)
         pems = {internal_root: ca.certificate, **plan.pems}
         chosen: tuple[str, str] | None = (internal.certificate, internal.private_key)
@@ -256,7 +256,7 @@ class Certificates(ops.Object):
         trust = plan.trust or {internal_root}
         pems = [ca.certificate] if internal_root in trust else []
         pems += [plan.pems[fp] for fp in sorted(trust) if fp in plan.pems]
-        return "".join(p if p.endswith("\n") else p + "\n" for p in pems) or ca.certificate
+        return tls.pem_bundle(pems) or ca.certificate
 
     # --- statuses ------------------------------------------------------------------------------
 

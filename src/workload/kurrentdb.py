@@ -19,6 +19,7 @@ from typing import Any
 
 import ops
 
+import tls
 from workload import paths
 
 logger = logging.getLogger(__name__)
@@ -366,10 +367,7 @@ class KurrentDBWorkload:
             _File(f"{paths.CA_DIR}/{name}", pem, 0o644)
             for name, pem in sorted(desired.trusted_roots.items())
         )
-        bundle = "".join(
-            pem if pem.endswith("\n") else pem + "\n"
-            for _, pem in sorted(desired.trusted_roots.items())
-        )
+        bundle = tls.pem_bundle(pem for _, pem in sorted(desired.trusted_roots.items()))
         return (
             *roots,
             _File(paths.TRUST_BUNDLE, bundle, 0o644),
