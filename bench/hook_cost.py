@@ -37,6 +37,13 @@ IMPORTS = {
     "import charm": "import charm",
 }
 TLS_LIBRARY = "import charm; import charmlibs.interfaces.tls_certificates"
+# The charm imports dpcharmlibs (and pydantic with it) only while a `database` relation
+# exists, under a filter for the warnings pydantic gives at its import: the same here.
+DATA_INTERFACES_LIBRARY = (
+    "import charm, warnings; from clients.capability import _PYDANTIC_ALIAS_WARNING;"
+    " warnings.filterwarnings('ignore', message=_PYDANTIC_ALIAS_WARNING);"
+    " import dpcharmlibs.interfaces"
+)
 
 
 # A deployed charm's hooks import from bytecode Python cached at the first hook; a sandbox
@@ -80,19 +87,26 @@ with KurrentDBDouble(admin_password={admin!r}, ops_password={ops!r}, ca=ca) as d
 """
 
 
-def update_status_ms(runs: int, *, certificates: bool = False) -> tuple[float, ...]:
+def update_status_ms(
+    runs: int, *, certificates: bool = False, database: bool = False
+) -> tuple[float, ...]:
     """Median and max of update-status on a running node whose KurrentDB answers.
 
     The KurrentDB double runs in its own process, as a real server would: in-process, its
     TLS and request handling would be charged to the hook. With ``certificates``, the unit
     is related to a certificates provider and its node presents the provider's certificate
     (the double serves one from that CA): every hook then loads the tls-certificates library.
+    With ``database``, the unit also serves one data_interfaces v0 client, answered before
+    the timed hooks: those are the steady state, in which the charm checks its user and its
+    answer and writes nothing; every hook then loads dpcharmlibs (imported once here, as the
+    tls-certificates library is: its import cost is measured apart).
     """
     import json
 
     import scenario_fixtures as conftest  # the helpers tests/unit/conftest.py re-exports
     from ops import testing
 
+    import kubernetes
     import tls
     from charm import KurrentDBCharm
     from refresh import statefulset
@@ -100,6 +114,9 @@ def update_status_ms(runs: int, *, certificates: bool = False) -> tuple[float, .
 
     # A real pod reads its controller revision from Kubernetes once, in its first hook.
     statefulset.pod_revision = lambda pod, namespace: "kurrentdb-5b7d"  # type: ignore[assignment]
+    # and the leader lists the app's pods (here only its own) in its first hook: without an
+    # answer it would wait a minute for goal-state to settle, in the set-up, not the timing.
+    kubernetes.app_pod_ordinals = lambda *args: frozenset({0})  # type: ignore[assignment]
 
     ca = tls.generate_ca()
     served = ca
@@ -135,7 +152,10 @@ def update_status_ms(runs: int, *, certificates: bool = False) -> tuple[float, .
                 state = ctx.run(ctx.on.pebble_ready(state.get_container(paths.CONTAINER)), state)
                 if certificates:
                     state = _switch_to_provider(ctx, state, provider)
+                if database:
+                    state = _serve_client(ctx, state)
                 assert state.unit_status == testing.ActiveStatus("Leader"), state.unit_status
+                written = _writable(state)
                 samples = []
                 charm_ms.clear()
                 for _ in range(runs):
@@ -143,6 +163,7 @@ def update_status_ms(runs: int, *, certificates: bool = False) -> tuple[float, .
                     state = ctx.run(ctx.on.update_status(), state)
                     samples.append((time.perf_counter() - start) * 1000)
                 in_charm = sum(charm_ms) / runs
+                assert _writable(state) == written, "the timed hooks were not the steady state"
             spec = ctx.charm_spec
             with testing.Context(
                 BareCharm, meta=spec.meta, actions=spec.actions, config=spec.config
@@ -186,6 +207,36 @@ def _switch_to_provider(ctx, state, provider):
     for _ in range(4):
         state = ctx.run(ctx.on.relation_changed(state.get_relation(relation.id)), state)
     return state
+
+
+def _serve_client(ctx, state):
+    """Relate one data_interfaces v0 client (as data-integrator asks) and answer it."""
+    import dataclasses
+    import json
+
+    from ops import testing
+
+    requested = json.dumps(["username", "password", "tls", "tls-ca", "uris"])
+    relation = testing.Relation(
+        "database",
+        remote_app_name="myapp",
+        remote_app_data={"database": "orders", "requested-secrets": requested},
+    )
+    state = dataclasses.replace(state, relations={*state.relations, relation})
+    state = ctx.run(ctx.on.relation_created(relation), state)
+    state = ctx.run(ctx.on.relation_changed(state.get_relation(relation.id), remote_unit=0), state)
+    assert "secret-user" in state.get_relation(relation.id).local_app_data, "not served"
+    return state
+
+
+def _writable(state) -> tuple:
+    """What a hook can leave behind for others: relation data and secrets."""
+    relations = sorted(
+        (r.id, sorted(r.local_app_data.items()), sorted(r.local_unit_data.items()))
+        for r in state.relations
+    )
+    secrets = sorted((s.id, sorted((s.latest_content or {}).items())) for s in state.secrets)
+    return relations, secrets
 
 
 def _time_charm_code(charm_type: type) -> list[float]:
@@ -252,10 +303,28 @@ def main() -> None:
         f"  median {median:.1f} ms, max {worst:.1f} ms; the hook's own cost {median - bare:.1f} ms"
     )
     print(f"  of which in the charm's own code (init + handlers): mean {in_charm:.1f} ms")
-    costs = import_costs(args.runs, {"import the tls-certificates library": TLS_LIBRARY})
+    median, worst, bare, in_charm = update_status_ms(
+        args.runs * 2, certificates=True, database=True
+    )
+    print("the same, also serving one database client (data_interfaces v0, answered before):")
+    print(
+        f"  median {median:.1f} ms, max {worst:.1f} ms; the hook's own cost {median - bare:.1f} ms"
+    )
+    print(f"  of which in the charm's own code (init + handlers): mean {in_charm:.1f} ms")
+    costs = import_costs(
+        args.runs,
+        {
+            "import the tls-certificates library": TLS_LIBRARY,
+            "import dpcharmlibs.interfaces": DATA_INTERFACES_LIBRARY,
+        },
+    )
     print(
         "  importing the tls-certificates library, on top of the charm: "
         f"{costs['import the tls-certificates library'] - costs['import charm']:.1f} ms"
+    )
+    print(
+        "  importing dpcharmlibs.interfaces (and pydantic), on top of the charm: "
+        f"{costs['import dpcharmlibs.interfaces'] - costs['import charm']:.1f} ms"
     )
 
 

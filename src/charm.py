@@ -16,6 +16,7 @@ import ops
 
 from backup.capability import Backups
 from certificates.capability import Certificates
+from clients.capability import Clients
 from cluster_status import app_status, cluster_rows, unit_waiting_status
 from config_source import ConfigSource
 from coordinator import ClusterCoordinator
@@ -59,7 +60,7 @@ class KurrentDBCharm(ops.CharmBase):
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.state = CharmState(self.model)
-        self.security = Security(self.model, self.state, self._stored)
+        self.security = Security(self.model, self.state)
         container = self.unit.get_container(paths.CONTAINER)
         self.image = Image(container, self._stored)
         self.options = ConfigSource(self, self.state, self.image)
@@ -102,6 +103,10 @@ class KurrentDBCharm(ops.CharmBase):
             self.cluster.hand_over_leadership,
             self.cluster.leads,
         )
+        self.clients = Clients(
+            self, self.state, self._stored, self._admin_client_now,
+            self.cluster, self.certificates, self.image,
+        )  # fmt: skip
         self.refresh.check_also(self.backups.busy)
         self.backups.wait_for(self.refresh.refusal)
         # Failures of this hook's own work, shown by the status path in the same hook.
@@ -132,6 +137,7 @@ class KurrentDBCharm(ops.CharmBase):
             self.on[logs.RELATION].relation_departed,
             self.on[logs.RELATION].relation_broken,
             *self.certificates.events,
+            *self.clients.events,
         ):
             framework.observe(event, self._reconcile)
         # Leaving (scale-down, pod deletion): hand leadership over before the node goes.
@@ -235,6 +241,7 @@ class KurrentDBCharm(ops.CharmBase):
                 self._rotate_passwords(chosen)
         if self.unit.is_leader():
             self._publish_cos_app_data(config, ca)
+            self.clients.reconcile(event)
 
     def _refresh_must_wait_for(self) -> str | None:
         """Why no pod may be replaced now for a refresh: another node is restarting."""
@@ -251,16 +258,20 @@ class KurrentDBCharm(ops.CharmBase):
             )
 
     def _publish_cos_app_data(self, config: CharmConfig, ca: KeyPair) -> None:
-        """Leader: scrape job, dashboards, Loki metadata; each only where related."""
+        """Leader: scrape job, dashboards, Loki metadata; each only where related.
+
+        The scrape job has no credentials (every node serves /metrics anonymously). The
+        scrape user an earlier revision created goes once the refresh is over: until then
+        nodes not yet refreshed want it, so the job that logs in as it stays too.
+        """
         self.dashboards.publish()
         self.logs.publish_app()
+        if self.security.has_leftover_scrape_user() and self.refresh.in_progress():
+            return
         if self.metrics.relations:
-            password = self.security.scrape_user_password(
-                metrics.SCRAPE_USER, "Prometheus scraper (kurrentdb charm)", self._admin_client_now
-            )
-            if password is not None:
-                roots = self.certificates.trusted_roots_pem(ca) or ca.certificate
-                self.metrics.publish_app(roots, password, config.scrape_interval)
+            roots = self.certificates.trusted_roots_pem(ca) or ca.certificate
+            self.metrics.publish_app(roots, config.scrape_interval)
+        self.security.remove_leftover_scrape_user(self._admin_client_now)
 
     def _rotate_passwords(self, chosen: dict[str, str]) -> None:
         from kurrentdb_api import KurrentDBAuthError, KurrentDBError

@@ -112,6 +112,9 @@ REFUSED_OPTIONS: Mapping[str, str] = {
     "AllowUnknownOptions": "the charm refuses unknown options; it must not ignore them",
     # security
     "Insecure": "the charm always runs KurrentDB with TLS and authentication",
+    # With the default ACLs (SystemSettings.cs) anyone reaching port 2113 could then read,
+    # write and delete every user stream.
+    "AllowAnonymousStreamAccess": "streams always need a KurrentDB user (the charm keeps it off)",
     "Dev": "dev mode uses its own certificates, not the charm's",
     "DefaultAdminPassword": "the charm manages the admin and ops passwords",
     "DefaultOpsPassword": "the charm manages the admin and ops passwords",
@@ -126,6 +129,9 @@ REFUSED_OPTIONS: Mapping[str, str] = {
     "OverrideAnonymousEndpointAccessForGossip": (
         "the charm reads /gossip without credentials for its health checks"
     ),
+    # The charm sets it true so that Prometheus scrapes /metrics without credentials; it
+    # opens /stats too, never streams or users (docs/explanation/security.md).
+    "AllowAnonymousEndpointAccess": "set by the charm (Prometheus scrapes /metrics without a user)",
     # TrustedHttpAuthenticationProvider: the Kurrent-TrustedAuth header names the user
     # and groups, with no password.
     "EnableTrustedAuth": "lets any client act as any user, $admins too, by sending a header",

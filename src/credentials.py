@@ -85,13 +85,3 @@ def rotate_passwords(
         save(passwords)
         logger.info("Rotated the password of the KurrentDB user %r", user)
     return passwords
-
-
-def ensure_user(client: KurrentDBClient, login: str, full_name: str, password: str) -> None:
-    """Make `login` exist, in no group, with this password (creating or resetting it)."""
-    if client.get_user(login) is None:
-        client.create_user(login, full_name, [], password)
-        logger.info("Created the KurrentDB user %r", login)
-    else:
-        client.reset_password(login, password)
-        logger.info("Reset the password of the KurrentDB user %r", login)

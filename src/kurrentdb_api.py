@@ -401,6 +401,11 @@ class KurrentDBClient:
         body = {"LoginName": login, "FullName": full_name, "Groups": groups, "Password": password}
         self._request("POST", "/users", body=body, secrets=(password,))
 
+    def update_user(self, login: str, full_name: str, groups: list[str]) -> None:
+        """Replace a user's full name and groups ($admins); KurrentDBNotFound if no user."""
+        body = {"FullName": full_name, "Groups": groups}
+        self._request("PUT", f"/users/{_quote(login)}", body=body)
+
     def reset_password(self, login: str, new_password: str) -> None:
         """Set a password without knowing the old one ($admins); KurrentDBNotFound if no user."""
         path = f"/users/{_quote(login)}/command/reset-password"

@@ -2,11 +2,12 @@
 
 The leader creates the app-wide material (CA, passwords) once; every unit keeps its own
 node certificate current (right SANs, signed by the current CA, not close to expiry).
+It also deletes the Prometheus scrape user earlier revisions created, whose password was
+in plain relation data (docs/explanation/security.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -23,15 +24,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The KurrentDB user earlier revisions made Prometheus scrape as. With KurrentDB's default
+# stream ACLs any authenticated user may read, write and delete every user stream, and its
+# password was in the metrics-endpoint relation data; /metrics needs no user now.
+LEFTOVER_SCRAPE_USER = "charm-metrics"
+
 
 class Security:
     """Creates and renews the charm's TLS material and credentials."""
 
-    def __init__(self, model: ops.Model, state: CharmState, stored: ops.framework.BoundStoredState):
+    def __init__(self, model: ops.Model, state: CharmState):
         self._model = model
         self._state = state
-        self._stored = stored
-        self._stored.set_default(scrape_user_applied="")
 
     def ensure_app_material(self, chosen_passwords: Mapping[str, str]) -> None:
         """Leader only: create the internal CA and the system passwords if missing."""
@@ -71,31 +75,41 @@ class Security:
             passwords, wanted, client_for, self._state.save_system_passwords
         )
 
-    def scrape_user_password(
-        self, login: str, full_name: str, client: Callable[[], KurrentDBClient]
-    ) -> str | None:
-        """Leader: the password of the user Prometheus scrapes as, once that user exists.
+    def has_leftover_scrape_user(self) -> bool:
+        """Whether an earlier revision's scrape user may still exist (peer data only)."""
+        return self._state.has_metrics_secret()
 
-        The password lives in an app secret; the user is created (or its password reset)
-        through the users API whenever the stored password is not the one last applied.
-        Returns None while KurrentDB cannot be reached.
+    def remove_leftover_scrape_user(self, client: Callable[[], KurrentDBClient]) -> None:
+        """Leader: delete the scrape user an earlier revision created, then its secret.
+
+        Once: the peer data records that secret until both are gone, and nothing else is
+        asked while it does not (no hook-tool call, no request). The user already gone
+        (404) counts as deleted. A KurrentDB that does not answer, or refuses, leaves both
+        for a later hook; nothing here fails a hook.
         """
-        from kurrentdb_api import KurrentDBError
+        if not self.has_leftover_scrape_user():
+            return
+        from kurrentdb_api import KurrentDBError, KurrentDBNotFound
 
-        password = self._state.metrics_password()
-        if password is None:
-            password = credentials.generate_password()
-            self._state.save_metrics_password(password)
-        applied = hashlib.sha256(f"{login}:{password}".encode()).hexdigest()
-        if applied == self._stored.scrape_user_applied:
-            return password
         try:
-            credentials.ensure_user(client(), login, full_name, password)
+            client().delete_user(LEFTOVER_SCRAPE_USER)
+            logger.info("Deleted the KurrentDB user %r: /metrics needs none", LEFTOVER_SCRAPE_USER)
+        except KurrentDBNotFound:
+            pass
         except KurrentDBError as e:
-            logger.warning("Cannot create the KurrentDB user %r yet: %s", login, e)
-            return None
-        self._stored.scrape_user_applied = applied
-        return password
+            logger.warning(
+                "Cannot delete the KurrentDB user %r yet (a later hook retries): %s",
+                LEFTOVER_SCRAPE_USER,
+                e,
+            )
+            return
+        try:
+            self._state.remove_metrics_secret()
+        except ops.ModelError as e:
+            logger.warning(
+                "Cannot remove the former scrape user's secret yet (a later hook retries): %s",
+                type(e).__name__,
+            )
 
     @staticmethod
     def rotation_pending(passwords: SystemPasswords, wanted: Mapping[str, str]) -> bool:

@@ -4,6 +4,9 @@
 - the system users' passwords in an app secret, created by the leader;
 - each unit's node certificate in a secret owned by that unit.
 
+Earlier revisions also kept the password of a Prometheus scrape user in an app secret
+(`metrics-secret-id`); the leader removes it once that user is deleted (`Security`).
+
 App secrets are readable by every unit of the app, but only the leader knows their IDs at
 creation, so the leader publishes them in the peer relation's app databag.
 """
@@ -29,6 +32,7 @@ logger = logging.getLogger(__name__)
 PEER_RELATION = "kurrentdb-peers"
 _CA_SECRET_KEY = "ca-secret-id"  # noqa: S105 - a databag key, not a secret
 _PASSWORDS_SECRET_KEY = "passwords-secret-id"  # noqa: S105 - a databag key
+# Earlier revisions' scrape user password: only ever removed now.
 _METRICS_SECRET_KEY = "metrics-secret-id"  # noqa: S105 - a databag key
 _LAST_GOOD_CONFIG_KEY = "last-good-config"
 _NODE_CERT_LABEL = "node-certificate"
@@ -157,20 +161,30 @@ class CharmState:
             description="KurrentDB system users' passwords",
         )
 
-    # --- the metrics scrape user's password (app secret) ---------------------------------
+    # --- the scrape user's password an earlier revision kept (app secret) ------------------
 
-    def metrics_password(self) -> str | None:
-        """The password Prometheus scrapes with, once the leader has created it."""
-        content = self._app_secret_content(_METRICS_SECRET_KEY)
-        return (content or {}).get("password") or None  # an incomplete one is made anew
+    def has_metrics_secret(self) -> bool:
+        """Whether the peer data still records an earlier revision's scrape user secret."""
+        relation = self.peer_relation
+        data = relation.data[self._model.app] if relation is not None else {}
+        return bool(data.get(_METRICS_SECRET_KEY))
 
-    def save_metrics_password(self, password: str) -> None:
-        """Store the scrape user's password (leader only)."""
-        self._save_app_secret(
-            _METRICS_SECRET_KEY,
-            {"password": password},
-            description="Password of the KurrentDB user Prometheus scrapes /metrics with",
-        )
+    def remove_metrics_secret(self) -> None:
+        """Leader: remove that secret (every revision), then its record in the peer data.
+
+        Found by its label, which only that secret has: whatever the record says, no other
+        secret can be removed. One already gone counts as removed; any other error
+        (ops.ModelError) leaves the record, so a later hook tries again.
+        """
+        relation = self.peer_relation
+        if relation is None:
+            return
+        try:
+            self._model.get_secret(label=_label(_METRICS_SECRET_KEY)).remove_all_revisions()
+            logger.info("Removed the secret of the former Prometheus scrape user")
+        except ops.SecretNotFoundError:
+            pass
+        update_databag(relation.data[self._model.app], {_METRICS_SECRET_KEY: ""})
 
     # --- this unit's node certificate (unit secret) ---------------------------------------
 

@@ -17,6 +17,6 @@ def encodings(secret: str, user: str | None = None) -> set[str]:
         urllib.parse.quote_plus(secret),
         base64.b64encode(secret.encode()).decode(),
     }
-    for login in (user,) if user else ("admin", "ops", "charm-metrics"):
+    for login in (user,) if user else ("admin", "ops"):
         forms.add(base64.b64encode(f"{login}:{secret}".encode()).decode())
     return forms

@@ -4,6 +4,10 @@ Contract (charm-relation-interfaces prometheus_scrape v0): the app databag holds
 `scrape_jobs`, `scrape_metadata` and `alert_rules`; each unit databag holds
 `prometheus_scrape_unit_address` and `prometheus_scrape_unit_name`, which Prometheus uses to
 expand the `*:2113` target into one target per unit.
+
+The job carries no credentials: every node serves /metrics without them
+(`AllowAnonymousEndpointAccess`, see templates/kurrentdb.conf.j2 and
+docs/explanation/security.md), so nothing secret is in this relation's data.
 """
 
 from __future__ import annotations
@@ -21,13 +25,10 @@ from workload import paths
 logger = logging.getLogger(__name__)
 
 RELATION = "metrics-endpoint"
-# The KurrentDB user Prometheus scrapes as: in no group, so it may only do what any
-# authenticated user may (read /metrics and /stats).
-SCRAPE_USER = "charm-metrics"
 
 
-def scrape_job(ca_certificate: str, password: str, interval_seconds: int) -> dict:
-    """KurrentDB's /metrics over https, trusting only the cluster's CA."""
+def scrape_job(ca_certificate: str, interval_seconds: int) -> dict:
+    """KurrentDB's /metrics over https, trusting only the cluster's CA, without credentials."""
     return {
         "job_name": "kurrentdb",
         "metrics_path": "/metrics",
@@ -38,7 +39,6 @@ def scrape_job(ca_certificate: str, password: str, interval_seconds: int) -> dic
         "static_configs": [{"targets": [f"*:{paths.HTTP_PORT}"]}],
         # The Prometheus charm writes this CA certificate (content, not a path) to a file.
         "tls_config": {"ca_file": ca_certificate},
-        "basic_auth": {"username": SCRAPE_USER, "password": password},
     }
 
 
@@ -69,12 +69,12 @@ class MetricsEndpoint:
                 },
             )
 
-    def publish_app(self, ca_certificate: str, password: str, interval_seconds: int) -> None:
+    def publish_app(self, ca_certificate: str, interval_seconds: int) -> None:
         """Leader: the scrape job, the topology and the alert rules."""
         if not self.relations:
             return
         data = {
-            "scrape_jobs": json.dumps([scrape_job(ca_certificate, password, interval_seconds)]),
+            "scrape_jobs": json.dumps([scrape_job(ca_certificate, interval_seconds)]),
             "scrape_metadata": json.dumps(self._topology.scrape_metadata()),
         }
         databags = [relation.data[self._model.app] for relation in self.relations]

@@ -108,6 +108,9 @@ def kurrentdb_options(
         "private_key_file": paths.NODE_KEY_FILE,
         "trusted_roots": paths.CA_DIR,
         "node_common_name": NODE_COMMON_NAME,
+        # Prometheus scrapes /metrics without a user. An input, not template text: KurrentDB
+        # builds its authorization policy at start, so a change must restart the node.
+        "allow_anonymous_endpoint_access": True,
         "cluster_size": cluster.size,
         "gossip_seeds": [f"{fqdn}:{paths.HTTP_PORT}" for fqdn in cluster.peer_fqdns],
         "run_projections": config.run_projections.kurrentdb_value,

@@ -130,6 +130,22 @@ def run(charm_dir: pathlib.Path, work: pathlib.Path, facts: dict) -> None:
         }
     )
     facts["certificate_requests"] = len(json.loads(requests))
+    # So do dpcharmlibs and pydantic (compiled pydantic-core) for a database client.
+    client = testing.Relation(
+        "database", remote_app_name="data-integrator", remote_app_data={"database": "orders"}
+    )
+    state = dataclasses.replace(state, relations={*state.relations, client})
+    t = time.monotonic()
+    state = ctx.run(ctx.on.relation_changed(client), state)
+    hooks.append(
+        {
+            "hook": "database-relation-changed",
+            "seconds": round(time.monotonic() - t, 2),
+            "unit_status": [state.unit_status.name, state.unit_status.message],
+        }
+    )
+    statuses = state.get_relation(client.id).local_app_data.get("status", "[]")
+    facts["database_status_codes"] = [s["code"] for s in json.loads(statuses)]
     facts["hooks"] = hooks
     facts["juju_log"] = [[line.level, line.message] for line in ctx.juju_log]
     out = state.get_container(container_name)

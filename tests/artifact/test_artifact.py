@@ -47,6 +47,8 @@ DEPENDENCIES = (
     "cosl",
     "prometheus_client",
     "charmlibs.interfaces.tls_certificates",
+    "dpcharmlibs.interfaces",
+    "pydantic_core",
 )
 # Everything the charm reads at run time, relative to the charm root.
 RUNTIME_FILES = (
@@ -246,6 +248,8 @@ def test_hooks_run_from_the_artifact(
     assert not facts.get("import_errors"), facts.get("import_errors")
     # Related to a certificates provider, the packed tls-certificates library sent a CSR.
     assert facts["certificate_requests"] == 1, facts
+    # Related to a database client, the packed dpcharmlibs told it why it waits (no KurrentDB).
+    assert facts["database_status_codes"] == [4001], facts
 
     # Nothing from the checkout: the charm, ops and its dependencies are the artifact's.
     charm = unpacked.resolve()

@@ -5,7 +5,8 @@
 certificate signed by a CA from `src/tls.py`, so clients are tested with real TLS verification.
 
 What it answers comes from plain mutable state that tests drive:
-- `double.node` (`NodeState`): role, version, liveness, checkpoints, priority... A cluster
+- `double.node` (`NodeState`): role, version, liveness, checkpoints, priority, whether the
+  node runs with AllowAnonymousEndpointAccess (who may read /metrics and /stats)... A cluster
   simulator can keep one `NodeState` per node and feed the others into `double.members`.
 - `double.users` (`FakeUser` by login), `double.members` (gossip `members[]` dicts, or None for
   "just this node"), `double.fail_with` / `double.delay` / `double.down()` for faults.
@@ -77,6 +78,8 @@ class NodeState:
         default_factory=lambda: {"projections": False, "userManagement": True, "atomPub": False}
     )
     authentication_type: str | None = "internal"
+    # The node's AllowAnonymousEndpointAccess, as it started: the ENDPOINT routes below.
+    allow_anonymous_endpoint_access: bool = False
 
     def gossip_json(self) -> dict[str, Any]:
         """This node as a `/gossip` `members[]` entry: `ClientMemberInfo`'s fields.
@@ -264,15 +267,23 @@ class Response:
     never_answer: bool = False  # keep the connection open without answering, then close it
 
 
-# Who may call what (contract §4, default policy). "ops" means $admins or $ops.
-ANONYMOUS, AUTHENTICATED, OPS, ADMINS, ADMINS_OR_SELF, SELF = (
-    "anonymous", "authenticated", "ops", "admins", "admins-or-self", "self",
+# Who may call what (contract §4, default policy). "ops" means $admins or $ops. ENDPOINT
+# is what LegacyPolicySelectorFactory.cs (v26.1.0, l.56-70) gives Node.Statistics.Read
+# (/metrics: MetricsController.cs l.28; /stats: StatController.cs l.30), .Replication
+# (/stats/replication), .Tcp (/stats/tcp) and .Custom (/stats/{*statPath}): anonymous when
+# the node runs with AllowAnonymousEndpointAccess, else any authenticated user. (The same
+# rule covers Node.Options, which no endpoint uses, and Gossip.ClientRead unless
+# OverrideAnonymousEndpointAccessForGossip, true by default: /gossip stays ANONYMOUS here.)
+ANONYMOUS, AUTHENTICATED, OPS, ADMINS, ADMINS_OR_SELF, SELF, ENDPOINT = (
+    "anonymous", "authenticated", "ops", "admins", "admins-or-self", "self", "endpoint",
 )  # fmt: skip
 _LOGIN = r"(?P<login>[^/]+)"
 ROUTES: list[tuple[str, str, str, str]] = [  # method, path regex, policy, handler name
     ("GET", r"/info", ANONYMOUS, "_info"),
     ("GET", r"/gossip", ANONYMOUS, "_gossip"),
     ("GET", r"/ping", ANONYMOUS, "_ping"),
+    ("GET", r"/metrics", ENDPOINT, "_metrics"),
+    ("GET", r"/stats(?:/.+)?", ENDPOINT, "_stats"),
     ("POST", r"/admin/shutdown", OPS, "_shutdown"),
     ("POST", r"/admin/reloadconfig", OPS, "_reload"),
     ("POST", r"/admin/node/resign", OPS, "_resign"),
@@ -496,6 +507,9 @@ class KurrentDBDouble:
             match = re.fullmatch(pattern, path)
             if match and verb == method:
                 params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+                if policy == ENDPOINT:
+                    anonymous_ok = self.node.allow_anonymous_endpoint_access
+                    policy = ANONYMOUS if anonymous_ok else AUTHENTICATED
                 if not _allowed(policy, user, params.get("login")):
                     # ASP.NET endpoints forbid a known user (403); the legacy HTTP
                     # controllers answer 401 to everyone (AuthorizationMiddleware.cs l.22).
@@ -530,6 +544,18 @@ class KurrentDBDouble:
 
     def _ping(self, **_: Any) -> Response:
         return Response(200, {"text": "Ping request successfully handled"})
+
+    def _metrics(self, **_: Any) -> Response:
+        # A stand-in for the exporter's text: one family of tests/data/kurrentdb-metrics.txt.
+        state = self.node.state
+        return Response(
+            200,
+            "# TYPE kurrentdb_statuses gauge\n"
+            f'kurrentdb_statuses{{name="Node",status="{state}"}} 1\n',
+        )
+
+    def _stats(self, **_: Any) -> Response:
+        return Response(200, {"proc": {"id": 1}, "es": {"queue": {}}})
 
     def _shutdown(self, **_: Any) -> Response:
         self.shutdown_count += 1

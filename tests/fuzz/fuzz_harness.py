@@ -6,9 +6,10 @@ never share state. After each hook:
 
 - no uncaught exception (`UncaughtCharmError`) - a hook error;
 - no secret, in any encoding, in juju-log, the unit and app statuses, action results and
-  failure messages, or any databag the charm writes - a leak. The scrape user's password
-  belongs in the metrics-endpoint app databag (prometheus_scrape's `basic_auth`) and only
-  there;
+  failure messages, or any databag the charm writes - a leak. No password belongs in
+  relation data at all: the scrape job Prometheus gets carries no credentials (every node
+  serves /metrics anonymously), so one with `basic_auth` or any other credential field is a
+  leak too, whatever it holds;
 - no status that misleads: more than one line, an empty message where one is due,
   "None", a sentence that stops at "is", a Python exception's name.
 
@@ -100,18 +101,23 @@ def distinctive(secret: str) -> bool:
     return len(secret.strip()) >= 8 and len(set(secret)) > 3 and secret not in _VOCABULARY
 
 
+PUBLIC_SECRET_KEYS = frozenset({"username", "tls-ca", "tls"})
+
+
 def secret_values(*states: testing.State, extra: tuple[str, ...] = ()) -> set[str]:
     """Every secret value the charm holds or was given.
 
     Certificates are public, and so are their fingerprints (`ca-fingerprint` beside a node
-    certificate; the CA switch names roots by fingerprint in peer data).
+    certificate; the CA switch names roots by fingerprint in peer data), and so are a client
+    user's login and the CA bundle in a `database` answer (`username`, `tls-ca`, `tls`).
     """
     values = {ADMIN_PASSWORD, OPS_PASSWORD, *extra}
     for state in states:
         for secret in state.secrets:
             for content in (secret.tracked_content, secret.latest_content or {}):
                 for key, value in content.items():
-                    if "certificate" not in key and not key.endswith("fingerprint"):
+                    public = key in PUBLIC_SECRET_KEYS or key.endswith("fingerprint")
+                    if "certificate" not in key and not public:
                         values.add(value)
     return {v for v in values if isinstance(v, str) and distinctive(v)}
 
@@ -276,7 +282,6 @@ METRICS_RELATION = "metrics-endpoint"
 def find_leaks(hook: Hook, before: testing.State, extra: tuple[str, ...]) -> list[str]:
     """Where a secret shows, as "<place>: <which form>" (empty: nowhere it must not)."""
     secrets = secret_values(before, hook.state, extra=extra)
-    scrape = scrape_password(hook.state)
     places: list[tuple[str, str]] = [(f"juju-log[{i}]", line) for i, line in enumerate(hook.logs)]
     places += [
         ("unit status", hook.state.unit_status.message),
@@ -290,21 +295,18 @@ def find_leaks(hook: Hook, before: testing.State, extra: tuple[str, ...]) -> lis
         if set(results) == {"username", "password"}:
             results.pop("password")  # get-password: the one place a password is the answer
         places.append(("action results", json.dumps(results, ensure_ascii=False)))
+    found = []
     for relation in hook.state.relations:
-        app_data = dict(relation.local_app_data)
-        if relation.endpoint == METRICS_RELATION and scrape:
-            # The contract: the scrape job carries the scrape user's basic_auth. Nothing else
-            # there may hold it, and no other secret may be there at all.
-            jobs = app_data.pop("scrape_jobs", "")
-            for job in json.loads(jobs or "[]"):
-                job.get("basic_auth", {}).pop("password", None)
-                places.append((f"{relation.endpoint} app scrape_jobs", json.dumps(job)))
-        for key, value in app_data.items():
+        for key, value in relation.local_app_data.items():
             places.append((f"{relation.endpoint} app {key}", value))
         for key, value in relation.local_unit_data.items():
             places.append((f"{relation.endpoint} unit {key}", value))
-    found = []
-    for secret in secrets | ({scrape} if scrape else set()):
+        if relation.endpoint == METRICS_RELATION:
+            found += [
+                f"{relation.endpoint} app scrape_jobs: {field} in a job"
+                for field in scrape_credentials(relation.local_app_data.get("scrape_jobs"))
+            ]
+    for secret in secrets:
         forms = encodings(secret)
         for place, text in places:
             for form in forms:
@@ -313,11 +315,21 @@ def find_leaks(hook: Hook, before: testing.State, extra: tuple[str, ...]) -> lis
     return found
 
 
-def scrape_password(state: testing.State) -> str | None:
-    for relation in state.relations:
-        if relation.endpoint == METRICS_RELATION and relation.local_app_data.get("scrape_jobs"):
-            for job in json.loads(relation.local_app_data["scrape_jobs"]):
-                password = job.get("basic_auth", {}).get("password")
-                if password:
-                    return str(password)
-    return None
+# Prometheus scrape_config fields that carry a credential (a password, token or key), or
+# point Prometheus at a file that does.
+SCRAPE_CREDENTIAL_FIELDS = frozenset(
+    {"basic_auth", "authorization", "bearer_token", "bearer_token_file", "oauth2"}
+)
+TLS_CREDENTIAL_FIELDS = frozenset({"key", "key_file", "cert", "cert_file"})
+
+
+def scrape_credentials(jobs: str | None) -> list[str]:
+    """The credential fields in the published scrape jobs (none may have any)."""
+    found = []
+    for job in json.loads(jobs or "[]"):
+        found += sorted(SCRAPE_CREDENTIAL_FIELDS & set(job))
+        found += [
+            f"tls_config.{f}"
+            for f in sorted(TLS_CREDENTIAL_FIELDS & set(job.get("tls_config", {})))
+        ]
+    return found

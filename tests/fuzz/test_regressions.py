@@ -10,7 +10,7 @@ from config import ConfigError, parse_extra_options
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
-        ("{AllowAnonymousEndpointAccess: null}", "AllowAnonymousEndpointAccess: null"),
+        ("{EnableAtomPubOverHttp: null}", "EnableAtomPubOverHttp: null"),
         ("{SkipIndexVerify: ~}", "SkipIndexVerify: null"),
         ("{SkipIndexVerify: {a: 1}}", 'SkipIndexVerify: {"a": 1}'),
         ("{MaxAppendSize: [true, null]}", "MaxAppendSize: [true, null]"),

@@ -60,7 +60,7 @@ def deployed(juju: jubilant.Juju, charm_path, kurrentdb_image) -> jubilant.Juju:
     return juju
 
 
-def test_every_node_is_scraped_over_tls_with_credentials(deployed: jubilant.Juju):
+def test_every_node_is_scraped_over_tls_without_credentials(deployed: jubilant.Juju):
     def targets_up():
         data = query(deployed, "prometheus/0", "prometheus", "http://localhost:9090/api/v1/targets")
         ours = [
@@ -73,6 +73,25 @@ def test_every_node_is_scraped_over_tls_with_credentials(deployed: jubilant.Juju
         f"{APP}-{n}.{APP}-endpoints.{deployed.model}.svc.cluster.local:2113" for n in range(3)
     }
     assert all(t["scrapeUrl"].startswith("https://") for t in targets)
+
+
+def test_only_statistics_answer_without_a_login(deployed: jubilant.Juju):
+    """AllowAnonymousEndpointAccess opens /metrics and /stats, never streams or users."""
+
+    def status_of(path: str) -> str:
+        return deployed.ssh(
+            f"{APP}/0",
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+            "--cacert", "/etc/kurrentdb/certs/trusted-roots.pem",
+            shlex.quote(f"https://localhost:2113{path}"),
+            container="kurrentdb",
+        ).strip()  # fmt: skip
+
+    assert status_of("/metrics") == "200"
+    assert status_of("/stats") == "200"
+    # (Streams are reached over gRPC; AtomPub over HTTP is off by default.)
+    for path in ("/users/", "/info/options"):
+        assert status_of(path) == "401", path
 
 
 def test_alert_rules_are_loaded_and_quiet_on_a_healthy_cluster(deployed: jubilant.Juju):

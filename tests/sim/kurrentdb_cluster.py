@@ -86,6 +86,13 @@ Rules, from the server's source (kurrent-io/KurrentDB, tag v26.1.0; paths under 
    if its chain reaches one of its own trusted roots
    (`NodeCertificateAuthenticationProvider.cs`); gossip between two nodes that cannot
    authenticate each other fails both ways, as between partitioned nodes.
+13. Endpoint access. A node reads AllowAnonymousEndpointAccess when it starts: the
+   authorization policy is built once (KurrentDB/AuthorizationPolicyRegistryFactory.cs
+   l.46-52), and a reload re-applies only LogLevel, certificates and Transform
+   (KurrentDB.Core/ClusterVNode.cs l.1949-1968). With it true, its /metrics and /stats
+   answer without credentials; otherwise only to an authenticated user (the double's
+   ENDPOINT policy, KurrentDB.Core/Authorization/AuthorizationPolicies/
+   LegacyPolicySelectorFactory.cs l.56-70).
 
 Invariants, checked at the start (the state the last round of hooks left) and the end of
 every tick, reported as `Breach`es (the harness fails the test at the first one): (a) never
@@ -576,6 +583,8 @@ class SimCluster:
             else:
                 node.config, node.settings = dict(config), NodeConfig.parse(config)
             node.node_priority, node.resigned, node.known = node.settings.priority, False, {}
+            anonymous = str(node.config.get("AllowAnonymousEndpointAccess", False)).lower()
+            node.double.node.allow_anonymous_endpoint_access = anonymous == "true"  # rule 13
             self._load_tls(node)
             node.process, node.state, node.leader = "starting", "Initializing", None
             node.ready, node.short_ticks = False, 0

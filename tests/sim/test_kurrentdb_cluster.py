@@ -529,3 +529,33 @@ def test_data_never_changes_under_a_running_node(cluster: SimCluster):
     form_three(cluster)
     with pytest.raises(RuntimeError, match="under a running KurrentDB"):
         cluster.load_data("kurrentdb/0", "restored:x", ())
+
+
+def test_anonymous_metrics_follow_the_option_the_node_started_with(cluster: SimCluster):
+    """Rule 13: AllowAnonymousEndpointAccess as read at start; a reload does not change it."""
+    import yaml
+
+    def metrics(name: str, user: str | None = None) -> int:
+        node = cluster.node(name)
+        try:
+            client(cluster, name, user)._request("GET", "/metrics")
+        except KurrentDBAuthError as e:
+            assert e.status == 401
+            return 401
+        assert node.double.requests[-1].path == "/metrics"
+        return 200
+
+    cluster.start_process("kurrentdb/0", conf(0, 1, AllowAnonymousEndpointAccess=True))
+    cluster.start_process("kurrentdb/1", conf(1, 1))
+    settle(cluster)
+    assert metrics("kurrentdb/0") == 200
+    assert metrics("kurrentdb/1") == 401
+    assert metrics("kurrentdb/1", "admin") == 200
+
+    # The file says true now, but the running process keeps the policy it built at start.
+    text = yaml.safe_dump(conf(1, 1, AllowAnonymousEndpointAccess=True))
+    cluster.write_config("kurrentdb/1", text)
+    cluster.sighup("kurrentdb/1")
+    assert metrics("kurrentdb/1") == 401
+    cluster.restart_process("kurrentdb/1")
+    assert metrics("kurrentdb/1") == 200

@@ -52,6 +52,14 @@ BAD_VALUES = [
         "invalid config extra-options='OverrideAnonymousEndpointAccessForGossip': the charm reads /gossip without credentials for its health checks",
     ),
     (
+        {"extra-options": "{allowanonymousendpointaccess: false}"},
+        "invalid config extra-options='AllowAnonymousEndpointAccess': set by the charm (Prometheus scrapes /metrics without a user)",
+    ),
+    (
+        {"extra-options": "{AllowAnonymousStreamAccess: true}"},
+        "invalid config extra-options='AllowAnonymousStreamAccess': streams always need a KurrentDB user (the charm keeps it off)",
+    ),
+    (
         {"extra-options": "{Licensing: abc}"},
         "invalid config extra-options='Licensing': a plugin section must be a YAML map",
     ),

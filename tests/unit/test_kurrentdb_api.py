@@ -271,6 +271,65 @@ def test_health_live_wire_format(double: KurrentDBDouble):
     assert raw_request(double, "GET", "/health/live?liveCode=200")[0] == 503
 
 
+# -- statistics endpoints: AllowAnonymousEndpointAccess ---------------------------------------
+# LegacyPolicySelectorFactory.cs (v26.1.0) l.56-70: Node.Statistics.Read (/metrics, /stats),
+# .Replication, .Tcp and .Custom are anonymous when the node runs with
+# AllowAnonymousEndpointAccess, else they need an authenticated user (any group, or none).
+
+STATISTICS_PATHS = ("/metrics", "/stats", "/stats/replication", "/stats/tcp", "/stats/proc/mem")
+
+
+@pytest.mark.parametrize("path", STATISTICS_PATHS)
+def test_statistics_need_a_user_unless_the_node_allows_anonymous_endpoint_access(
+    double: KurrentDBDouble, path: str
+):
+    double.add_user("nobody-special", "pw-0001", [])
+    assert double.node.allow_anonymous_endpoint_access is False  # KurrentDB's default
+    assert raw_request(double, "GET", path)[0] == 401
+    assert raw_request(double, "GET", path, auth=("nobody-special", "pw-0001"))[0] == 200
+
+    double.node.allow_anonymous_endpoint_access = True
+    assert raw_request(double, "GET", path)[0] == 200
+    assert raw_request(double, "GET", path, auth=("nobody-special", "pw-0001"))[0] == 200
+    # Credentials that fail are refused before any policy, anonymous access or not.
+    assert raw_request(double, "GET", path, auth=("nobody-special", "wrong"))[0] == 401
+    assert raw_request(double, "GET", path, auth=("charm-metrics", "gone"))[0] == 401
+    assert [r.user for r in double.requests if r.status == 200] == [
+        "nobody-special",
+        None,
+        "nobody-special",
+    ]
+
+
+def test_anonymous_endpoint_access_opens_no_user_admin_or_other_endpoint(
+    double: KurrentDBDouble,
+):
+    double.node.allow_anonymous_endpoint_access = True
+    for method, path in [
+        ("GET", "/users/"),
+        ("GET", "/users/admin"),
+        ("GET", "/users/$current"),
+        ("POST", "/admin/reloadconfig"),
+        ("POST", "/admin/node/resign"),
+        ("GET", "/admin/scavenge/current"),
+        ("GET", "/auto-scavenge/enabled"),
+    ]:
+        assert raw_request(double, method, path)[0] == 401, path
+    # What was anonymous already stays so either way.
+    for path in ("/info", "/gossip", "/ping"):
+        assert raw_request(double, "GET", path)[0] == 200, path
+        double.node.allow_anonymous_endpoint_access = False
+        assert raw_request(double, "GET", path)[0] == 200, path
+        double.node.allow_anonymous_endpoint_access = True
+
+
+def test_metrics_answer_is_prometheus_text(double: KurrentDBDouble):
+    double.node.allow_anonymous_endpoint_access = True
+    status, headers, body = raw_request(double, "GET", "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    assert 'kurrentdb_statuses{name="Node",status="Leader"} 1' in body.decode()
+
+
 # -- users --------------------------------------------------------------------------------------
 
 

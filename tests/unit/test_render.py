@@ -10,6 +10,7 @@ import yaml
 from config import CharmConfig, Profile, RunProjections, parse_config
 from workload import paths
 from workload.render import (
+    RELOADABLE_INPUTS,
     ClusterView,
     NodeIdentity,
     kurrentdb_options,
@@ -65,10 +66,21 @@ def test_default_config_is_secure_and_listens_everywhere():
     # A directory of trusted roots, not the CA file itself.
     assert options["TrustedRootCertificatesPath"] == paths.CA_DIR
     assert options["CertificateReservedNodeCommonName"] == "kurrentdb-node"
+    # /metrics and /stats without credentials (Prometheus); streams still need a login.
+    assert options["AllowAnonymousEndpointAccess"] is True
+    assert "AllowAnonymousStreamAccess" not in options
     assert options["ClusterSize"] == 1
     assert (
         options["NodeHostAdvertiseAs"] == "kurrentdb-2.kurrentdb-endpoints.prod.svc.cluster.local"
     )
+
+
+def test_anonymous_endpoint_access_is_a_restart_input_not_a_reloaded_one():
+    # KurrentDB builds its authorization policy at start; a reload (SIGHUP) re-applies only
+    # LogLevel, certificates and Transform (ClusterVNode.cs, Handle(ReloadConfig)).
+    options = kurrentdb_options(CharmConfig(), NODE)
+    assert options["allow_anonymous_endpoint_access"] is True
+    assert "allow_anonymous_endpoint_access" not in RELOADABLE_INPUTS
 
 
 @pytest.mark.parametrize(

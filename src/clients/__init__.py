@@ -1,0 +1,1 @@
+"""Client applications: the `database` relation and the KurrentDB users it gives them."""
