@@ -18,13 +18,13 @@ grants the internal root only, which is what every node already trusts and prese
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 import ops
 
 import tls
 from certificates.switch import Plan, UnitTls, next_plan, unit_applies
+from databag import relation_library_needed
 
 if TYPE_CHECKING:
     from certificates.compliance import NodeMaterial
@@ -57,8 +57,7 @@ class Certificates(ops.Object):
         self._private_key = ""
         self._progress: tuple[Plan, dict[str, UnitTls | None]] | None = None
         self._requirer: Any = None
-        related = charm.model.get_relation(RELATION) is not None
-        if related or _dispatched(f"{RELATION}-relation-broken"):
+        if relation_library_needed(charm.model, RELATION):
             self._requirer = self._build_requirer()
 
     def _build_requirer(self) -> Any:
@@ -313,10 +312,6 @@ def node_request(identity: NodeIdentity) -> Any:
         add_unique_id_to_subject_name=False,
         additional_critical_extensions=[tls.node_key_usage(), tls.node_extended_key_usage()],
     )
-
-
-def _dispatched(hook: str) -> bool:
-    return os.environ.get("JUJU_DISPATCH_PATH", "").endswith(f"hooks/{hook}")
 
 
 def client_auth_optional(extra_options: Any) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import ops
 import credentials
 from clients import requests
 from clients.requests import ClientUser, Refusal, RefusedError
+from databag import relation_library_needed
 
 if TYPE_CHECKING:
     from certificates.capability import Certificates
@@ -68,7 +68,7 @@ class Clients(ops.Object):
         self._admin_client = admin_client
         self._cluster, self._certificates, self._image = cluster, certificates, image
         self._provider: Any = None
-        if charm.model.relations.get(RELATION) or _dispatched(f"{RELATION}-relation-broken"):
+        if relation_library_needed(charm.model, RELATION):
             self._provider = _build_provider(charm)
         charm.framework.observe(
             charm.on.rotate_client_password_action, self._on_rotate_client_password
@@ -170,13 +170,11 @@ class Clients(ops.Object):
         except KurrentDBError as e:
             logger.warning("Cannot set up the KurrentDB user %r yet: %s", user.login, e)
             return False
-        self._mark_applied(user, password)
+        self._stored.client_users_applied = {
+            **self._stored.client_users_applied,
+            user.login: marker,
+        }
         return True
-
-    def _mark_applied(self, user: ClientUser, password: str) -> None:
-        applied = dict(self._stored.client_users_applied)
-        applied[user.login] = user.applied_marker(password)
-        self._stored.client_users_applied = applied
 
     def _delete_users_of_gone_relations(self, present: set[int]) -> None:
         from kurrentdb_api import KurrentDBError, KurrentDBNotFound
@@ -431,7 +429,3 @@ def _build_provider(charm: ops.CharmBase) -> Any:
                 logger.warning("Client data on %s:%d: %s", RELATION, event.relation.id, e)
 
     return GuardedProvider(charm, RELATION, RequirerCommonModel)
-
-
-def _dispatched(hook: str) -> bool:
-    return os.environ.get("JUJU_DISPATCH_PATH", "").endswith(f"hooks/{hook}")
