@@ -60,10 +60,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import NotFoundError
+
+T = TypeVar("T")
 
 PORT = 2113
 CLUSTER_DOMAIN = "cluster.local"  # as src/workload/render.py: the node certificates' SANs
@@ -526,7 +528,7 @@ class ContinuousWrites:
             pauses = list(self._pauses)
             failed = self._failed_attempts
             longest = self._longest_gap
-        recorded = _retry(
+        recorded = retry(
             lambda: self._read(cluster_client(self.addresses, self.password, self.ca_pem)),
             timeout,
         )
@@ -595,18 +597,19 @@ class ContinuousWrites:
             time.sleep(2)
 
 
-def _retry(
-    read: Callable[[], list[tuple[uuid.UUID, int]]], timeout: float
-) -> list[tuple[uuid.UUID, int]]:
-    """Retry a read until it works (the cluster may still be electing a leader)."""
+def retry(action: Callable[[], T], timeout: float = 300, interval: float = 2) -> T:
+    """`action()`, retried on any exception until `timeout` (then the last one is raised).
+
+    The cluster may still be electing a leader, or a relation still being answered.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return read()
+            return action()
         except Exception:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(2)
+            time.sleep(interval)
 
 
 @contextlib.contextmanager

@@ -38,7 +38,14 @@ from typing import TypeVar
 
 import jubilant
 import pytest
-from continuous_writes import PORT, PodIPClient, admin_credentials, app_addresses, pod_fqdn
+from continuous_writes import (
+    PORT,
+    PodIPClient,
+    admin_credentials,
+    app_addresses,
+    pod_fqdn,
+    retry,
+)
 from cryptography import x509
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 
@@ -119,18 +126,6 @@ def requirer_charm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def retry(action: Callable[[], T], timeout: float = 300, interval: float = 5) -> T:
-    """`action()`, retried on any exception until `timeout` (then the last one is raised)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return action()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(interval)
-
-
 def eventually(check: Callable[[], T], timeout: float = 600, interval: float = 10) -> T:
     """Wait until `check()` returns something truthy, and return it."""
     deadline = time.monotonic() + timeout
@@ -187,7 +182,7 @@ def read_ids(juju: jubilant.Juju, connection: dict[str, str]) -> list[uuid.UUID]
         with user_client(juju, connection) as client:
             return [event.id for event in client.get_stream(STREAM, timeout=30)]
 
-    return retry(read)
+    return retry(read, interval=5)
 
 
 def http_status(juju: jubilant.Juju, path: str, username: str, password: str) -> int:
@@ -262,7 +257,7 @@ def test_client_gets_a_working_connection(deployed: jubilant.Juju):
                 STREAM, events=event, current_version=StreamState.ANY, timeout=30
             )
 
-    retry(append)  # idempotent: a retry of an append that landed adds nothing
+    retry(append, interval=5)  # idempotent: a retry of an append that landed adds nothing
     assert read_ids(juju, connection) == [ORDER_ID]
 
 
@@ -298,7 +293,7 @@ def test_other_clients_can_read_and_write_its_streams(deployed: jubilant.Juju, r
                 STREAM, events=event, current_version=StreamState.ANY, timeout=30
             )
 
-    retry(append)
+    retry(append, interval=5)
     assert read_ids(juju, mine) == [ORDER_ID, intruder]
 
 
